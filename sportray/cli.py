@@ -1,0 +1,243 @@
+"""`sportray ...`: the command line. Flags are generated from the config dataclasses
+(sportray/config.py), so `--steps` is PretrainConfig.steps and so on, one name everywhere."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+
+from sportray.config import ConfigError, DataConfig, PretrainConfig, ProbeConfig, default_tracking_uri
+
+EXIT_BAD_INPUT = 2
+
+
+# ----------------------------------------------------------------------------- dataclass <-> flags
+
+def add_config_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One --flag per dataclass field (underscores -> dashes), typed, default shown in --help."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(cls.__name__, cls.__doc__.strip().splitlines()[0] if cls.__doc__ else None)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default)
+        elif typing.get_origin(kind) is tuple:
+            group.add_argument(flag, dest=f.name, type=float, nargs="+", default=default,
+                               help=f"default: {' '.join(map(str, default))}")
+        else:
+            group.add_argument(flag, dest=f.name, type=kind, default=default, help=f"default: {default!r}")
+
+
+def config_from_args(cls, args: argparse.Namespace):
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    for f in dataclasses.fields(cls):
+        if isinstance(values.get(f.name), list):
+            values[f.name] = tuple(values[f.name])
+    return cls(**values)
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", default=default_tracking_uri(),
+                        help="MLflow tracking URI (default sqlite:///mlflow.db here, or $MLFLOW_TRACKING_URI)")
+    parser.add_argument("--address", default=None,
+                        help="join an existing Ray cluster (auto, host:port, ray://host:10001); "
+                             "default: start a local one")
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cmd_synth(args) -> int:
+    from sportray.data.synthetic import write_synthetic
+
+    root = write_synthetic(Path(args.dir), seed=args.seed)
+    print(json.dumps({"written": str(root)}, indent=1))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from sportray.data.inspect import inspect
+
+    summary, problems = inspect(args.dir)
+    summary["problems"] = [{"file": p.path, "reason": p.reason} for p in problems]
+    print(json.dumps(summary, indent=1, default=str))
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_frames(args) -> int:
+    from sportray.data.frames import build_store, parse_sources
+    from sportray.runtime import init_ray
+
+    init_ray(args.address)
+    info = build_store(parse_sources(args.corpus, args.extra_sources), args.out, every_s=args.every_s,
+                       data_dir=args.data_dir, seed=args.seed)
+    if args.max_frames and args.max_frames < info.frames:
+        print(f"note: the store keeps all {info.frames} frames; --max-frames {args.max_frames} "
+              "takes its first (shuffled, so uniformly random) frames at training time", file=sys.stderr)
+    print(json.dumps({"store": info.path, "frames": info.frames, "videos": info.videos,
+                      "reused": info.reused, "seconds": round(info.seconds, 1),
+                      "bad_files": info.bad_files}, indent=1))
+    if info.bad_files:
+        print(f"warning: {len(info.bad_files)} bad file(s) skipped (listed above)", file=sys.stderr)
+    return 0
+
+
+def _summary(title: str, payload: dict, tracking_uri: str, dashboard: str = "") -> None:
+    print(json.dumps(payload, indent=1, default=str))
+    print(f"\n{title}", file=sys.stderr)
+    if dashboard:
+        print(f"  Ray dashboard : {dashboard}", file=sys.stderr)
+    print(f"  MLflow        : {tracking_uri}  (look: mlflow ui --backend-store-uri {tracking_uri} "
+          "--host 127.0.0.1)", file=sys.stderr)
+
+
+def cmd_pretrain(args) -> int:
+    import hashlib
+
+    from sportray import trial
+    from sportray.runtime import init_ray
+
+    cfg = config_from_args(PretrainConfig, args).validate()
+    data = config_from_args(DataConfig, args)
+    from sportray.tracking import connect
+    connect(args.tracking_uri)  # an unreachable tracking URI fails before any training starts
+    ray_info = init_ray(args.address)
+    # Same command, same run: re-running a finished command reports it instead of training twice.
+    trial_id = "pretrain-" + hashlib.sha256(json.dumps(
+        [dataclasses.asdict(cfg), dataclasses.asdict(data)], sort_keys=True).encode()).hexdigest()[:12]
+    metrics = trial.run_trial(cfg, data, ProbeConfig(), tracking_uri=args.tracking_uri,
+                              experiment=args.experiment, parent_run_id=None, trial_id=trial_id,
+                              storage=args.storage, do_probe=args.probe)
+    _summary(f"pretrain {metrics.get('status')}: checkpoint {metrics.get('checkpoint', '')}", metrics,
+             args.tracking_uri, ray_info["dashboard_url"])
+    return 0 if metrics.get("status") == "finished" else 1
+
+
+def cmd_probe(args) -> int:
+    from sportray import trial
+    from sportray.runtime import init_ray
+
+    data = config_from_args(DataConfig, args)
+    probe_cfg = config_from_args(ProbeConfig, args)
+    from sportray.tracking import connect
+    connect(args.tracking_uri)
+    if args.reference == "dinov3" and not args.weights:
+        raise ConfigError("--reference dinov3: the frozen-DINOv3 bar is unavailable without --weights PATH "
+                          "(a local DINOv3 ViT-S/16 file; sportray never downloads weights)")
+    ray_info = init_ray(args.address)
+    if args.reference:
+        metrics = trial.run_reference(args.reference, data=data, probe=probe_cfg,
+                                      tracking_uri=args.tracking_uri, experiment=args.experiment,
+                                      weights=args.weights, model=args.model, seed=args.seed)
+    else:
+        import tempfile
+
+        from sportray.data.defaults import probe_sets
+        soccer, basketball = probe_sets(data)
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics, artifacts = trial.run_probe_task({"checkpoint": args.checkpoint}, str(soccer),
+                                                      str(basketball), probe_cfg, tmp)
+            from sportray import tracking
+            client = tracking.connect(args.tracking_uri)
+            exp = tracking.experiment_id(client, args.experiment)
+            run_id = tracking.trial_run(client, exp, None, "probe-" + str(Path(args.checkpoint).resolve()),
+                                        f"probe {Path(args.checkpoint).resolve()}",
+                                        {"checkpoint": args.checkpoint}, args.seed)
+            tracking.log_final(client, run_id, metrics, artifacts, status="finished")
+            metrics["mlflow_run_id"] = run_id
+    _summary("probe done", metrics, args.tracking_uri, ray_info["dashboard_url"])
+    return 0
+
+
+def cmd_scorecard(args) -> int:
+    from sportray import scorecard
+
+    argv = ["--experiment", args.experiment, "--format", args.format, "--tracking-uri", args.tracking_uri]
+    if args.out:
+        argv += ["--out", args.out]
+    return scorecard.main(argv) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sportray",
+        description="Self-supervised pretraining on sport video vs. a foundation model, on Ray. "
+                    "With no data paths every command uses the embedded synthetic default.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write the embedded default (mini SoccerNet + mini DeepSportRadar)")
+    p.add_argument("dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_synth)
+
+    p = sub.add_parser("inspect", help="JSON summary of a corpus or probe set; non-zero exit on bad input")
+    p.add_argument("dir")
+    p.set_defaults(fn=cmd_inspect)
+
+    p = sub.add_parser("frames", help="decode a corpus into a frame store with Ray Data (reused when unchanged)")
+    p.add_argument("corpus")
+    p.add_argument("--out", default=None, help="store directory (default: DATA_DIR/stores/<content key>)")
+    p.add_argument("--every-s", type=float, default=4.0, help="one frame every this many seconds")
+    p.add_argument("--max-frames", type=int, default=0, help="frames used at training time (0 = all)")
+    p.add_argument("--extra-sources", default="", help="DIR[:WEIGHT],... more pretraining folders")
+    p.add_argument("--data-dir", default=DataConfig().data_dir)
+    p.add_argument("--seed", type=int, default=0, help="write-time shuffle seed")
+    add_common(p)
+    p.set_defaults(fn=cmd_frames)
+
+    p = sub.add_parser("pretrain", help="one LeJEPA run on Ray Train, logged to MLflow")
+    add_config_args(p, PretrainConfig)
+    add_config_args(p, DataConfig, skip=("split_seed",))
+    p.add_argument("--storage", default="sportray-runs", help="Ray Train storage path (shared across nodes)")
+    p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the probes on the final backbone")
+    p.add_argument("--experiment", default="pretrain", help="MLflow experiment")
+    add_common(p)
+    p.set_defaults(fn=cmd_pretrain)
+
+    p = sub.add_parser("probe", help="probe evaluation of a checkpoint or a reference, logged to MLflow")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="a sportray backbone directory (…/backbone)")
+    which.add_argument("--reference", choices=("random", "dinov3"))
+    p.add_argument("--weights", default="", help="DINOv3 ViT-S/16 weights file for --reference dinov3")
+    p.add_argument("--model", default="vit_small", help="architecture of --reference random")
+    p.add_argument("--experiment", default="references")
+    p.add_argument("--seed", type=int, default=0)
+    add_config_args(p, ProbeConfig, skip=("seed",))
+    add_config_args(p, DataConfig, skip=("corpus", "extra_sources", "store", "every_s", "max_frames"))
+    add_common(p)
+    p.set_defaults(fn=cmd_probe)
+
+    p = sub.add_parser("scorecard", help="the study's table from MLflow runs")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--format", choices=("md", "csv"), default="md")
+    p.add_argument("--out", default="")
+    p.add_argument("--tracking-uri", default=default_tracking_uri())
+    p.set_defaults(fn=cmd_scorecard)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sportray.data.errors import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, DataError) as err:
+        print(f"sportray {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FileNotFoundError as err:
+        print(f"sportray {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

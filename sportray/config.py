@@ -1,0 +1,158 @@
+"""Typed configuration: the single source of truth for every stage.
+
+CLI flags (sportray/cli.py) and sweep spaces (sportray/sweep.py, sweeps/*.py) map onto these
+dataclasses by field name, and MLflow params are their flattened field names, so a field
+added here shows up in the CLI, the sweep, and the MLflow compare view under one name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A bad option value; the message names the option and what is wrong."""
+
+
+# The 17 SoccerNet action-spotting classes, in the order of DESIGN.md §4 (probe label ids).
+SOCCER_CLASSES: tuple[str, ...] = (
+    "Penalty", "Kick-off", "Goal", "Substitution", "Offside", "Shots on target",
+    "Shots off target", "Clearance", "Ball out of play", "Throw-in", "Foul",
+    "Indirect free-kick", "Direct free-kick", "Corner", "Yellow card", "Red card",
+    "Yellow->red card",
+)
+
+PROBE_SIZE = 224          # probe input side; 224 / 16 = 14 tiles per side
+PATCH = 16
+TILES = PROBE_SIZE // PATCH
+TILE_COVER_MIN = 0.25     # a tile is "player" if the union of masks covers >= 25 % of it
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("SPORTRAY_DATA_DIR", "sportray-data"))
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+
+
+_VIEW_GROUP = re.compile(r"^([1-9]\d*)x([1-9]\d*)$")
+
+
+def parse_views(spec: str) -> tuple[tuple[int, int], ...]:
+    """'2x224+6x96' -> ((2, 224), (6, 96)). The first group are the global views.
+
+    Raises ConfigError naming the spec for things like '3x0' or '2x224+x96'.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"--views {spec!r}: expected COUNTxSIZE[+COUNTxSIZE...], e.g. 2x224+6x96")
+    groups = []
+    for part in spec.strip().split("+"):
+        m = _VIEW_GROUP.match(part.strip())
+        if not m:
+            raise ConfigError(
+                f"--views {spec!r}: group {part!r} is not COUNTxSIZE with COUNT and SIZE positive "
+                "integers (e.g. 2x224+6x96)")
+        count, size = int(m.group(1)), int(m.group(2))
+        if size % PATCH:
+            raise ConfigError(f"--views {spec!r}: view size {size} is not a multiple of the patch size {PATCH}")
+        groups.append((count, size))
+    if groups[0][0] < 1:
+        raise ConfigError(f"--views {spec!r}: needs at least one global view")
+    return tuple(groups)
+
+
+@dataclass
+class DataConfig:
+    """Where frames and probe sets come from. Empty paths mean the embedded default."""
+    data_dir: str = field(default_factory=lambda: str(default_data_dir()))
+    corpus: str = ""                 # SoccerNet root or any folder of videos; "" -> synthetic
+    extra_sources: str = ""          # "DIR[:WEIGHT],DIR[:WEIGHT]" extra pretraining folders
+    store: str = ""                  # frame store dir; "" -> content-addressed under data_dir
+    every_s: float = 4.0             # one frame every this many seconds of video
+    max_frames: int = 0              # 0 = all frames of the store
+    basketball: str = ""             # DeepSportRadar root; "" -> synthetic
+    soccer_labels: str = ""          # SoccerNet root for the soccer probe; "" -> corpus or synthetic
+    test_arenas: str = ""            # comma list; "" -> the dataset's default held-out arenas
+    split_seed: int = 0
+
+
+@dataclass
+class PretrainConfig:
+    """One LeJEPA pretraining run (one Ray Train `TorchTrainer.fit`)."""
+    arm: str = "scratch"             # scratch | lora
+    model: str = "vit_tiny_demo"     # vit_tiny_demo | vit_small (ViT-S/16)
+    base: str = ""                   # lora arm: DINOv3 weights file, a sportray checkpoint, or synthetic-demo
+    steps: int = 50
+    views: str = "2x224+6x96"
+    batch_size: int = 32             # frames per worker per step
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 10
+    clip: float = 0.0                # gradient-norm clip; 0 = off
+    lambda_sigreg: float = 0.05
+    sigreg_directions: int = 256
+    proj_dim: int = 128
+    seed: int = 0
+    workers: int = 1
+    gpus_per_worker: float = 0.0     # 0 = CPU (gloo)
+    cpus_per_worker: float = 1.0
+    compile: bool = False
+    log_every: int = 5
+    checkpoint_every: int = 25
+    spike_factor: float = 5.0        # loss > factor x running median -> spike
+    spike_patience: int = 20         # spiking this many logged steps in a row -> diverged
+    max_failures: int = 2
+    frame_side: int = 224            # frames are resized so the short side is this at load
+
+    def validate(self) -> "PretrainConfig":
+        if self.arm not in ("scratch", "lora"):
+            raise ConfigError(f"--arm {self.arm!r}: expected scratch or lora")
+        if self.steps <= 0:
+            raise ConfigError(f"--steps {self.steps}: must be a positive number of steps")
+        if self.clip < 0:
+            raise ConfigError(f"--clip {self.clip}: must be > 0 to clip, or 0 to turn clipping off")
+        if self.batch_size <= 0:
+            raise ConfigError(f"--batch-size {self.batch_size}: must be positive")
+        if self.workers <= 0:
+            raise ConfigError(f"--workers {self.workers}: must be positive")
+        if not 0.0 <= self.lambda_sigreg <= 1.0:
+            raise ConfigError(f"--lambda-sigreg {self.lambda_sigreg}: must lie in [0, 1]")
+        parse_views(self.views)
+        return self
+
+
+@dataclass
+class ProbeConfig:
+    """Linear probes on frozen features."""
+    lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+    epochs: int = 60
+    batch_size: int = 256
+    weight_decay: float = 1e-4
+    seed: int = 0
+    bootstrap: int = 1000
+    feature_batch: int = 64
+
+
+def flatten(cfg, prefix: str = "") -> dict[str, object]:
+    """Dataclass -> {name: value} with stable names (MLflow params, sweep keys)."""
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, prefix + f.name + "."))
+        else:
+            out[prefix + f.name] = value
+    return out
+
+
+def replace(cfg, **overrides):
+    """dataclasses.replace that rejects unknown names with a clear message."""
+    names = {f.name for f in dataclasses.fields(cfg)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ConfigError(f"unknown {type(cfg).__name__} option(s): {', '.join(unknown)}")
+    return dataclasses.replace(cfg, **overrides)

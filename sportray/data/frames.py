@@ -1,0 +1,277 @@
+"""The frame store: sampled video frames decoded once with Ray Data, read back by every trial.
+
+    list videos -> probe (Ray tasks) -> segments of sampled times -> PyAV decode (Ray Data
+    map_batches, one decoder thread per task) -> random_shuffle -> Parquet shards
+
+Format (version STORE_VERSION): Parquet files with columns
+    frame  uint8 tensor (FRAME_H, FRAME_W, 3)   raw RGB, fixed shape so batches stack freely
+    source str   which corpus root the frame came from
+    video  str   path relative to its source root
+    game   str   SoccerNet game id ("league/season/game") or "" for plain folders
+    half   int   1/2 for SoccerNet halves, 0 otherwise
+    t_ms   int   time of the frame in its video
+plus manifest.json, written last: a store without it is incomplete and is rebuilt.
+
+Why raw uint8 and not JPEG: a raw frame needs no CPU on the read side (the trainer's data path
+must stay cheap: DESIGN.md §1), and Parquet's zstd compresses the flat pitch well. The cost is
+disk: 267 KB per frame before compression. BENCHMARKS.md has the measured sizes and rates.
+
+Why shuffle at write time: Ray Data's `local_shuffle_buffer_size` costs up to 7x read
+throughput; a store shuffled once lets every epoch stream files in a seeded file order.
+
+Content addressing: the store key hashes the inputs (each video's relative path, size and
+mtime, the source weights, the sampling interval, the frame size and STORE_VERSION), so a
+second call with the same inputs finds and reuses the finished store.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sportray.data.errors import DataError
+from sportray.data.video import decode_at, list_videos, probe_video, sample_times
+
+STORE_VERSION = 1
+FRAME_H = 224
+FRAME_W = 398          # 16:9 at 224p, SoccerNet's 224p resolution
+SEGMENT_FRAMES = 32    # sampled frames per decode task: ~8.5 MB raw blocks (DESIGN.md: avoid huge blocks)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A corpus root (SoccerNet tree or any folder of videos) and its sampling weight.
+
+    The weight multiplies the sampling density: weight 2 samples a frame every every_s / 2
+    seconds from this source, so a small extra sport can be up-weighted in a mixed corpus.
+    """
+    root: str
+    weight: float = 1.0
+
+
+def parse_sources(corpus: str, extra: str = "") -> list[Source]:
+    """'DIR' plus 'DIR[:WEIGHT],DIR[:WEIGHT]' -> sources (weights default to 1)."""
+    sources = [Source(str(Path(corpus)))]
+    for item in filter(None, (s.strip() for s in extra.split(","))):
+        root, _, weight = item.rpartition(":") if ":" in item else (item, "", "1")
+        try:
+            w = float(weight)
+        except ValueError:
+            raise DataError(item, f"--extra-sources weight {weight!r} is not a number") from None
+        if w <= 0:
+            raise DataError(item, f"--extra-sources weight {w} must be positive")
+        sources.append(Source(str(Path(root)), w))
+    for s in sources:
+        if not Path(s.root).exists():
+            raise DataError(s.root, "corpus directory does not exist")
+    return sources
+
+
+@dataclass
+class StoreInfo:
+    path: str
+    key: str
+    frames: int
+    videos: int
+    bad_files: list[dict] = field(default_factory=list)
+    reused: bool = False
+    seconds: float = 0.0
+
+
+def _game_of(rel: Path) -> tuple[str, int]:
+    """SoccerNet layout league/season/game/{1,2}_224p.mkv -> (game id, half)."""
+    parts = rel.parts
+    stem = rel.stem.split("_")[0]
+    if len(parts) >= 4 and stem in ("1", "2"):
+        return "/".join(parts[-4:-1]), int(stem)
+    return "", 0
+
+
+def store_key(sources: list[Source], every_s: float) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"version": STORE_VERSION, "every_s": every_s,
+                         "frame": [FRAME_H, FRAME_W]}).encode())
+    for s in sources:
+        h.update(f"\0source {s.weight}\0".encode())
+        for p in list_videos(s.root):
+            st = p.stat()
+            h.update(f"{p.relative_to(s.root) if p != Path(s.root) else p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def fit_frame(img: np.ndarray) -> np.ndarray:
+    """Any HxWx3 frame -> FRAME_H x FRAME_W: scale to cover, centre-crop (aspect kept)."""
+    from sportray.data.video import resize_to
+
+    h, w = img.shape[:2]
+    if (h, w) == (FRAME_H, FRAME_W):
+        return img
+    scale = max(FRAME_H / h, FRAME_W / w)
+    nh, nw = max(FRAME_H, round(h * scale)), max(FRAME_W, round(w * scale))
+    img = resize_to(img, nh, nw)
+    top, left = (nh - FRAME_H) // 2, (nw - FRAME_W) // 2
+    return np.ascontiguousarray(img[top:top + FRAME_H, left:left + FRAME_W])
+
+
+def _probe_task(root: str, path: str, every_s: float):
+    try:
+        info = probe_video(path)
+    except DataError as err:
+        return {"path": path, "error": err.reason}
+    return {"path": path, "root": root, "times": sample_times(info.duration_s, every_s),
+            "duration_s": info.duration_s}
+
+
+def plan_segments(sources: list[Source], every_s: float) -> tuple[list[dict], list[dict]]:
+    """Probe every video in parallel Ray tasks; return (segments, bad_files)."""
+    import ray
+
+    probe = ray.remote(num_cpus=0.5)(_probe_task)
+    refs = []
+    for s in sources:
+        for p in list_videos(s.root):
+            refs.append(probe.remote(s.root, str(p), every_s / s.weight))
+    segments, bad = [], []
+    for res in ray.get(refs):
+        if "error" in res:
+            bad.append({"path": res["path"], "reason": res["error"]})
+            continue
+        rel = Path(res["path"]).relative_to(res["root"]) if res["path"] != res["root"] else Path(res["path"]).name
+        game, half = _game_of(Path(rel))
+        times = res["times"]
+        for i in range(0, len(times), SEGMENT_FRAMES):
+            segments.append({"path": res["path"], "source": res["root"], "video": str(rel),
+                             "game": game, "half": half,
+                             "times": json.dumps(times[i:i + SEGMENT_FRAMES])})
+    return segments, bad
+
+
+def decode_segments(batch: dict, error_dir: str | None = None) -> dict:
+    """Ray Data UDF: one row per segment in, one row per decoded frame out.
+
+    A segment that fails to decode (truncated or corrupt file) yields no frames; segments of
+    the same file before the damage keep theirs (they are valid frames). The error is written
+    to `error_dir` so the driver can count and list the file: skipped and counted, never silent.
+    """
+    frames, meta = [], {"source": [], "video": [], "game": [], "half": [], "t_ms": []}
+    for i in range(len(batch["path"])):
+        path = str(batch["path"][i])
+        try:
+            decoded = decode_at(path, json.loads(str(batch["times"][i])))
+        except DataError as err:
+            if error_dir:
+                Path(error_dir).mkdir(parents=True, exist_ok=True)
+                (Path(error_dir) / f"{uuid.uuid4().hex}.json").write_text(
+                    json.dumps({"path": err.path, "reason": err.reason}))
+            continue
+        for t_ms, img in decoded:
+            frames.append(fit_frame(img))
+            meta["source"].append(str(batch["source"][i]))
+            meta["video"].append(str(batch["video"][i]))
+            meta["game"].append(str(batch["game"][i]))
+            meta["half"].append(int(batch["half"][i]))
+            meta["t_ms"].append(t_ms)
+    out = {"frame": np.stack(frames) if frames else np.zeros((0, FRAME_H, FRAME_W, 3), np.uint8)}
+    out.update({k: np.asarray(v, dtype=np.int64 if k in ("half", "t_ms") else object)
+                for k, v in meta.items()})
+    return out
+
+
+def decoded_dataset(sources: list[Source], every_s: float, error_dir: str | None = None):
+    """A Ray Dataset of decoded frames straight from the videos (no store).
+
+    Used to build the store, and on its own for a first look or a corpus too large to store
+    (each epoch decodes again: slower, see BENCHMARKS.md). Returns (dataset, bad_files).
+    """
+    import ray
+
+    segments, bad = plan_segments(sources, every_s)
+    if not segments:
+        raise DataError(sources[0].root, f"no decodable video frames found ({len(bad)} bad files)")
+    ds = ray.data.from_items(segments, override_num_blocks=len(segments))
+    ds = ds.map_batches(decode_segments, batch_size=1, batch_format="numpy",
+                        fn_kwargs={"error_dir": error_dir}, num_cpus=1)
+    return ds, bad
+
+
+def _manifest(path: Path) -> dict | None:
+    try:
+        return json.loads((path / "manifest.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def check_store(path: str | Path) -> dict:
+    """The manifest of a finished store of this version, or a DataError saying what is wrong."""
+    path = Path(path)
+    m = _manifest(path)
+    if m is None:
+        raise DataError(path, "not a finished frame store (no readable manifest.json); "
+                              "build it with `sportray frames CORPUS --out STORE`")
+    if m.get("version") != STORE_VERSION:
+        raise DataError(path, f"frame store format version {m.get('version')} but this sportray "
+                              f"reads version {STORE_VERSION}; rebuild it with `sportray frames`")
+    return m
+
+
+def build_store(sources: list[Source], out: str | Path | None, every_s: float = 4.0,
+                data_dir: str | Path = "sportray-data", seed: int = 0) -> StoreInfo:
+    """Materialize (or reuse) the content-addressed store for these sources.
+
+    `out` None puts it under data_dir/stores/<key>. A finished store with the same key is reused
+    untouched; an unfinished one (no manifest: a killed build) is rebuilt from scratch.
+    """
+    import ray
+
+    t0 = time.time()
+    key = store_key(sources, every_s)
+    path = Path(out) if out else Path(data_dir) / "stores" / key
+    m = _manifest(path)
+    if m is not None and m.get("key") == key and m.get("version") == STORE_VERSION:
+        return StoreInfo(str(path), key, m["frames"], m["videos"], m.get("bad_files", []), True,
+                         time.time() - t0)
+    if path.exists() and any(path.iterdir()):
+        if m is not None and m.get("key") != key:
+            raise DataError(path, f"holds a frame store of other inputs (key {m.get('key')}, "
+                                  f"wanted {key}); choose another --out or delete it")
+        shutil.rmtree(path)
+    tmp = path.with_name(path.name + f".tmp-{uuid.uuid4().hex[:8]}")
+    error_dir = tmp / "_errors"
+    ds, bad = decoded_dataset(sources, every_s, error_dir=str(error_dir))
+    ds = ds.random_shuffle(seed=seed)
+    ds.write_parquet(str(tmp / "data"), min_rows_per_file=512)
+    if error_dir.exists():
+        bad += [json.loads(p.read_text()) for p in sorted(error_dir.glob("*.json"))]
+        shutil.rmtree(error_dir)
+    frames = ray.data.read_parquet(str(tmp / "data")).count()
+    videos = len({str(p) for s in sources for p in list_videos(s.root)}) - len(bad)
+    manifest = {"version": STORE_VERSION, "key": key, "frames": frames, "videos": videos,
+                "every_s": every_s, "frame_shape": [FRAME_H, FRAME_W, 3],
+                "sources": [vars(s) for s in sources], "bad_files": bad,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, path)
+    return StoreInfo(str(path), key, frames, videos, bad, False, time.time() - t0)
+
+
+def read_store(path: str | Path, max_frames: int = 0):
+    """The training-side Ray Dataset over a store: columns frame (uint8 HxWx3) and metadata.
+
+    The store is shuffled at write time, so its first `max_frames` rows are a uniform random
+    subset (the study's 32k-of-265k comparison).
+    """
+    import ray
+
+    check_store(path)
+    ds = ray.data.read_parquet(str(Path(path) / "data"), columns=["frame"])
+    if max_frames:
+        ds = ds.limit(max_frames)
+    return ds

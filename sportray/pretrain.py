@@ -1,0 +1,347 @@
+"""LeJEPA pretraining on Ray Train: the per-worker loop, its diagnostics and checkpoints.
+
+One run = one `TorchTrainer.fit()`. Each worker streams uint8 frames from its shard of the
+frame store, builds the views on its own device, and steps AdamW on the LeJEPA loss; DDP
+(gloo on CPU, NCCL on GPU) averages gradients and SIGReg all-reduces its statistics.
+
+Read top to bottom: build model -> restore -> loop (views, loss, step, diagnostics,
+checkpoint) -> final backbone. The driver side (`run_pretrain`) is at the end.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from sportray.config import ConfigError, PretrainConfig, parse_views
+
+STATE_FILE = "train_state.pt"
+BACKBONE_DIR = "backbone"
+
+
+# ----------------------------------------------------------------------------- model
+
+def build_model(cfg: PretrainConfig, base_path: str = "") -> tuple[nn.Module, nn.Module]:
+    """(backbone, loss head) for the arm. Seeded: every rank builds the same initial weights."""
+    from sportray import backbones
+    from sportray.lejepa import LeJEPA
+
+    torch.manual_seed(cfg.seed)
+    if cfg.arm == "scratch":
+        backbone = backbones.build_backbone(cfg.model, seed=cfg.seed)
+    else:
+        backbone = resolve_base(base_path or cfg.base)
+        backbone = backbones.add_lora(backbone, r=8)
+    head = LeJEPA(backbone.embed_dim, cfg.proj_dim, cfg.sigreg_directions, cfg.lambda_sigreg)
+    return backbone, head
+
+
+def resolve_base(base: str):
+    """The frozen base of the LoRA arm: a DINOv3 weights file or a sportray checkpoint dir."""
+    from sportray import backbones
+
+    if not base:
+        raise ConfigError("--base is required for --arm lora: a DINOv3 weights file (.pth/.safetensors), "
+                          "a sportray checkpoint directory, or synthetic-demo")
+    path = Path(base)
+    if path.is_dir():
+        backbone, _meta = backbones.load_checkpoint(path)
+        return backbone
+    return backbones.load_dinov3(str(path))
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warmup then cosine to lr/1000 (the LeJEPA reference schedule for ViTs)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    floor = cfg.lr / 1000
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+class DivergenceGuard:
+    """NaN/Inf -> diverged at once; loss above `factor` x running median for `patience`
+    logged steps in a row -> diverged (a spike that does not recover, the study's lesson)."""
+
+    def __init__(self, factor: float, patience: int, window: int = 25):
+        self.factor, self.patience = factor, patience
+        self.history: deque[float] = deque(maxlen=window)
+        self.spiking = 0
+        self.spikes = 0
+
+    def update(self, loss: float, grad_norm: float) -> str | None:
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            return f"non-finite loss ({loss}) or grad norm ({grad_norm})"
+        if len(self.history) >= 5:
+            median = statistics.median(self.history)
+            if loss > self.factor * median:
+                self.spiking += 1
+                self.spikes += 1
+                if self.spiking >= self.patience:
+                    return (f"loss {loss:.4g} above {self.factor} x running median {median:.4g} "
+                            f"for {self.spiking} logged steps")
+                return None  # spiking values stay out of the median
+            self.spiking = 0
+        self.history.append(loss)
+        return None
+
+    def state(self) -> dict:
+        return {"history": list(self.history), "spiking": self.spiking, "spikes": self.spikes}
+
+    def load(self, state: dict) -> None:
+        self.history.extend(state["history"])
+        self.spiking, self.spikes = state["spiking"], state["spikes"]
+
+
+def _norm(tensors) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point. config: {"pretrain": asdict(PretrainConfig), "base_path",
+    "tracking_uri", "mlflow_run_id", "trial"}."""
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    from sportray import backbones
+    from sportray.views import make_views
+
+    cfg = PretrainConfig(**config["pretrain"])
+    groups = parse_views(cfg.views)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    on_gpu = device.type == "cuda"
+    if not on_gpu:
+        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+
+    backbone, head = build_model(cfg, config.get("base_path", ""))
+    trainable = [p for p in list(backbone.parameters()) + list(head.parameters()) if p.requires_grad]
+    backbone_trainable = [p for p in backbone.parameters() if p.requires_grad]
+    init_params = [p.detach().clone().to(device) for p in backbone_trainable]
+    init_norm = _norm(init_params).clamp_min(1e-12)  # ||theta_0||: the study's drift yardstick
+    model = nn.ModuleDict({"backbone": backbone, "head": head})
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": False})
+    inner = model.module if hasattr(model, "module") else model
+    forward_backbone = inner["backbone"]
+    if cfg.compile:
+        forward_backbone = torch.compile(forward_backbone)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  betas=(0.9, 0.999), fused=on_gpu)
+
+    step, epoch, batch_in_epoch = 0, 0, 0
+    guard = DivergenceGuard(cfg.spike_factor, cfg.spike_patience)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+        inner.load_state_dict(state["model"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        guard.load(json.loads(state["guard"]))
+        torch.set_rng_state(state["rng_cpu"])
+        if on_gpu and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"])
+
+    logger = None
+    if rank == 0 and config.get("mlflow_run_id"):
+        from sportray.tracking import StepLogger, connect
+        logger = StepLogger(connect(config["tracking_uri"]), config["mlflow_run_id"])
+    metrics_sink = None
+    try:
+        from sportray.metrics import TrainMetrics
+        metrics_sink = TrainMetrics(trial=config.get("trial", ""), arm=cfg.arm) if rank == 0 else None
+    except ImportError:
+        pass
+
+    shard = ray.train.get_dataset_shard("train")
+    frames_per_step = cfg.batch_size * world
+    status, reason, last = "running", "", {}
+    t_window, frames_window, wait_window = time.perf_counter(), 0, 0.0
+    clip = cfg.clip if cfg.clip > 0 else float("inf")
+
+    def save_state(directory: str) -> None:
+        state = {"model": {k: v for k, v in inner.state_dict().items()
+                           if k in _trainable_keys(inner)},
+                 "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
+                 "batch_in_epoch": batch_in_epoch, "guard": json.dumps(guard.state()),
+                 "rng_cpu": torch.get_rng_state()}
+        if on_gpu:
+            state["rng_cuda"] = torch.cuda.get_rng_state()
+        tmp = Path(directory) / (STATE_FILE + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, Path(directory) / STATE_FILE)  # a full disk never leaves a half file
+
+    while step < cfg.steps and status == "running":
+        batches = shard.iter_torch_batches(batch_size=cfg.batch_size, dtypes=torch.uint8,
+                                           device=device, drop_last=True, prefetch_batches=2,
+                                           pin_memory=on_gpu)
+        seen_in_epoch = 0
+        t_wait = time.perf_counter()
+        for batch in batches:
+            if seen_in_epoch < batch_in_epoch:  # resume: continue the epoch where it stopped
+                seen_in_epoch += 1
+                t_wait = time.perf_counter()
+                continue
+            wait_window += time.perf_counter() - t_wait
+            seen_in_epoch += 1
+            frames = batch["frame"]
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            gen = torch.Generator(device=device)
+            gen.manual_seed((cfg.seed * 1_000_003 + step * 7_919 + rank) % (2**63))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+                views = make_views(frames, groups, gen)
+                embeddings = []
+                for v in views:
+                    count, b = v.shape[:2]
+                    z = forward_backbone(v.flatten(0, 1))
+                    embeddings.append(z.view(count, b, -1))
+                out = inner["head"](embeddings, step=step, seed=cfg.seed)
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, clip, foreach=True)
+            optimizer.step()
+            step += 1
+            batch_in_epoch = seen_in_epoch
+            frames_window += frames_per_step
+
+            log_now = step % cfg.log_every == 0 or step == cfg.steps
+            ckpt_now = step % cfg.checkpoint_every == 0 or step == cfg.steps
+            if log_now or ckpt_now:
+                elapsed = time.perf_counter() - t_window
+                with torch.no_grad():
+                    weight_norm = _norm(backbone_trainable)
+                    dist_init = _norm([p.detach() - p0 for p, p0 in zip(backbone_trainable, init_params)])
+                    rel = dist_init / init_norm
+                last = {"train/loss": out["loss"].item(), "train/inv": out["inv"].item(),
+                        "train/sigreg": out["sigreg"].item(), "train/grad_norm": grad_norm.item(),
+                        "train/weight_norm": weight_norm.item(), "train/rel_dist_init": rel.item(),
+                        "train/lr": optimizer.param_groups[0]["lr"],
+                        "train/frames_per_s": frames_window / max(elapsed, 1e-9),
+                        "train/data_wait_s": wait_window / max(1, cfg.log_every)}
+                problem = guard.update(last["train/loss"], last["train/grad_norm"])
+                flag = torch.tensor([1.0 if problem else 0.0], device=device)
+                if world > 1:
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                if flag.item() > 0:
+                    status, reason = "diverged", problem or "another rank diverged"
+                elif step >= cfg.steps:
+                    status = "finished"
+                if logger:
+                    logger.log(step, last)
+                if metrics_sink:
+                    metrics_sink.update(step, last)
+                report = {"step": step, "epoch": epoch, "status": status, "reason": reason,
+                          "spikes": guard.spikes, **last}
+                if ckpt_now or status != "running":
+                    with tempfile.TemporaryDirectory() as d:
+                        if rank == 0:
+                            save_state(d)
+                            if status != "running":
+                                save_final_backbone(inner["backbone"], cfg, step, status,
+                                                    Path(d) / BACKBONE_DIR, config)
+                        ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(d)
+                                         if rank == 0 else None)
+                else:
+                    ray.train.report(report)
+                t_window, frames_window, wait_window = time.perf_counter(), 0, 0.0
+                if status != "running":
+                    break
+            t_wait = time.perf_counter()
+        else:
+            epoch += 1
+            batch_in_epoch = 0
+            if seen_in_epoch == 0:
+                raise RuntimeError(f"the dataset shard of rank {rank} yielded no batch of "
+                                   f"{cfg.batch_size} frames: use a smaller --batch-size or more frames")
+    if logger:
+        logger.flush()
+
+
+def _trainable_keys(module: nn.Module) -> set[str]:
+    """Checkpoint only what trains (LoRA: the adapter and head, not the frozen 22 M)."""
+    return {n for n, p in module.named_parameters() if p.requires_grad} | \
+        {n for n, _ in module.named_buffers()}
+
+
+def save_final_backbone(backbone, cfg: PretrainConfig, step: int, status: str, directory: Path,
+                        config: dict) -> None:
+    from sportray import backbones
+
+    meta = {"model": cfg.model, "arm": cfg.arm, "base": config.get("base_label", cfg.base),
+            "step": step, "status": status, "views": cfg.views, "seed": cfg.seed, "clip": cfg.clip}
+    backbones.save_checkpoint(backbone, directory, meta)
+
+
+# ----------------------------------------------------------------------------- driver side
+
+@dataclass
+class PretrainResult:
+    status: str            # finished | diverged | failed
+    steps: int
+    backbone_dir: str      # where the probe stage reads the final backbone
+    metrics: dict
+    reason: str = ""
+    storage: str = ""
+
+
+def run_pretrain(cfg: PretrainConfig, dataset, *, storage_path: str, run_name: str,
+                 tracking_uri: str = "", mlflow_run_id: str = "", base_path: str = "",
+                 base_label: str = "", trial: str = "", in_tune: bool = False) -> PretrainResult:
+    """Fit one TorchTrainer on `dataset` (a Ray Dataset with a uint8 `frame` column).
+
+    A stable `run_name` under `storage_path` means a re-run (a restored Tune trial) resumes
+    from the run's latest checkpoint instead of starting over.
+    """
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    cfg.validate()
+    use_gpu = cfg.gpus_per_worker > 0
+    resources = {"CPU": cfg.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = cfg.gpus_per_worker
+    callbacks = []
+    if in_tune:
+        from ray.tune.integration.ray_train import TuneReportCallback
+        callbacks.append(TuneReportCallback())
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"pretrain": asdict(cfg), "base_path": base_path,
+                           "base_label": base_label or cfg.base, "tracking_uri": tracking_uri,
+                           "mlflow_run_id": mlflow_run_id, "trial": trial},
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu,
+                                               resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        datasets={"train": dataset},
+        run_config=ray.train.RunConfig(
+            name=run_name, storage_path=storage_path, callbacks=callbacks,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # a Train failure after max_failures: report it, don't raise into Tune
+        return PretrainResult("failed", 0, "", {}, reason=f"{type(exc).__name__}: {exc}",
+                              storage=str(Path(storage_path) / run_name))
+    metrics = dict(result.metrics or {})
+    ckpt = result.checkpoint
+    backbone_dir = str(Path(ckpt.path) / BACKBONE_DIR) if ckpt else ""
+    return PretrainResult(metrics.get("status", "failed"), int(metrics.get("step", 0)), backbone_dir,
+                          metrics, reason=metrics.get("reason", ""),
+                          storage=str(Path(storage_path) / run_name))

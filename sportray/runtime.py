@@ -1,0 +1,45 @@
+"""Joining or starting the Ray cluster, and telling the user where to look.
+
+Everything runs on Ray: `--address` joins an existing cluster (`auto`, `ray://host:10001` or
+`host:6379`); without it a local single-node cluster starts, its dashboard on 127.0.0.1.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> dict:
+    """Start or join Ray once per process; returns {'dashboard_url': ..., 'address': ...}."""
+    import ray
+
+    if not ray.is_initialized():
+        if address and address not in ("auto", "local") and not address.startswith("ray://"):
+            # Ray 2.60 token auth: joining by host:port needs the token mode (DESIGN.md §5).
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        kwargs = dict(address=address or None, ignore_reinit_error=True,
+                      logging_level=logging.WARNING if quiet else logging.INFO,
+                      log_to_driver=True)
+        if not address:
+            kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=num_cpus)
+        ctx = ray.init(**kwargs)
+        url = getattr(ctx, "dashboard_url", None) or ""
+    else:
+        url = ray.get_runtime_context().gcs_address and _dashboard_url()
+    if url and not url.startswith("http"):
+        url = "http://" + url
+    return {"dashboard_url": url, "address": address or "local"}
+
+
+def _dashboard_url() -> str:
+    try:
+        from ray._private.worker import global_worker
+        return global_worker.node.address_info.get("webui_url", "") or ""
+    except Exception:
+        return ""
+
+
+def cluster_resources() -> dict:
+    import ray
+
+    return {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")}

@@ -1,0 +1,307 @@
+"""Sweeps: Ray Tune + OptunaSearch over the pretraining recipe; every trial pretrains on Ray
+Train, probes its backbone, and lands in MLflow as a child of the sweep's parent run.
+
+A sweep script (sweeps/*.py) is a `SweepSpec` (a name, a search space over PretrainConfig
+fields, presets) plus `main(spec)`. Seeds are repeated per configuration with Tune's
+`Repeater`, so Optuna sees one score per recipe (the mean over seeds) and the scorecard sees
+every seed. `--resume` restores the latest interrupted sweep of the script (Tune skips its
+finished trials; an interrupted trial resumes its Train run from its last checkpoint; MLflow
+runs are found again by tag, never duplicated).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from sportray.config import ConfigError, DataConfig, PretrainConfig, ProbeConfig, default_tracking_uri
+
+# Intermediate results come from Ray Train (train/loss...), the probe metric only at the end.
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+
+
+@dataclass
+class Preset:
+    """Fixed recipe fields and sweep size for one preset (demo: minutes on CPU; paper: the study)."""
+    pretrain: dict
+    data: dict = field(default_factory=dict)
+    probe: dict = field(default_factory=dict)
+    num_configs: int = 2
+    seeds: tuple[int, ...] = (0, 1)
+    space: dict | None = None          # overrides the spec's space for this preset
+
+
+@dataclass
+class SweepSpec:
+    name: str                          # MLflow experiment name and Tune run prefix
+    description: str
+    space: dict                        # PretrainConfig field -> a ray.tune domain (choice, loguniform, ...)
+    presets: dict[str, Preset]
+    metric: str = "basketball_iou"
+    mode: str = "max"
+    references: tuple[str, ...] = ()   # probe these references as runs of the sweep (random, dinov3)
+
+
+# ----------------------------------------------------------------------------- the trainable
+
+def _trainable(config: dict, ctx: dict) -> None:
+    """One Tune trial: a recipe from Optuna + a seed from the Repeater -> trial.run_trial."""
+    import ray.tune
+
+    from sportray.trial import run_trial
+
+    overrides = {k: v for k, v in config.items() if not k.startswith("__")}
+    seed = ctx["seeds"][int(config.get("__trial_index__", 0)) % len(ctx["seeds"])]
+    cfg = PretrainConfig(**{**ctx["pretrain"], **overrides, "seed": seed})
+    trial_id = ray.tune.get_context().get_trial_id()
+    metrics = run_trial(cfg, DataConfig(**ctx["data"]), ProbeConfig(**ctx["probe"]),
+                        tracking_uri=ctx["tracking_uri"], experiment=ctx["experiment"],
+                        parent_run_id=ctx["parent_run_id"], trial_id=trial_id,
+                        storage=ctx["storage"], in_tune=True)
+    report = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    report["status"] = metrics.get("status", "")
+    report["seed"] = seed
+    if metrics.get("status") == "diverged":
+        # No objective value: OptunaSearch records the trial as pruned, never as a good score.
+        report.pop(ctx["metric"], None)
+    ray.tune.report(report)
+
+
+class _FailAwareRepeater:
+    """Tune's Repeater tells the searcher the nan-mean over seeds, which would score a recipe
+    on its surviving seeds alone. A recipe with a diverged seed is reported without a score
+    (Optuna: pruned) instead: a recipe that diverges is not a good recipe."""
+
+    @staticmethod
+    def make(searcher, repeat: int):
+        from ray.tune.search import Repeater
+
+        class FailAwareRepeater(Repeater):
+            def on_trial_complete(self, trial_id, result=None, **kwargs):
+                group = self._trial_id_to_group.get(trial_id)
+                if group is None:
+                    return super().on_trial_complete(trial_id, result, **kwargs)
+                score = (result or {}).get(self.searcher.metric)
+                group.report(trial_id, float("nan") if score is None else score)
+                if group.finished_reporting():
+                    scores = group.scores()
+                    if any(s is None or (isinstance(s, float) and math.isnan(s)) for s in scores):
+                        self.searcher.on_trial_complete(group.primary_trial_id, result=None, **kwargs)
+                    else:
+                        self.searcher.on_trial_complete(
+                            group.primary_trial_id,
+                            result={self.searcher.metric: float(sum(scores) / len(scores))}, **kwargs)
+
+        return FailAwareRepeater(searcher, repeat=repeat, set_index=True)
+
+
+# ----------------------------------------------------------------------------- driver
+
+def latest_sweep_dir(storage: Path, name: str) -> Path | None:
+    dirs = sorted(p for p in storage.glob(f"{name}-*") if p.is_dir() and (p / "tuner.pkl").exists())
+    return dirs[-1] if dirs else None
+
+
+def max_concurrent(pretrain: PretrainConfig) -> int:
+    """Trials that fit at once: GPUs per trial on GPU clusters; on CPU, leave a core for Ray Data."""
+    import ray
+
+    res = ray.cluster_resources()
+    if pretrain.gpus_per_worker > 0:
+        return max(1, int(res.get("GPU", 0) // (pretrain.gpus_per_worker * pretrain.workers)))
+    spare = res.get("CPU", 1) - 1.0  # Ray Data's read tasks need a core of their own
+    return max(1, int(spare // (pretrain.cpus_per_worker * pretrain.workers)))
+
+
+def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str | None = None,
+              address: str | None = None, storage: str = "sportray-runs", resume: bool = False,
+              num_configs: int | None = None, seeds: tuple[int, ...] | None = None,
+              scheduler: str = "fifo", search_seed: int = 0, overrides: dict | None = None,
+              data_overrides: dict | None = None, weights: str = "") -> dict:
+    import ray
+    from ray import tune
+
+    from sportray import scorecard, tracking
+    from sportray.data.defaults import frame_store, probe_sets, resolve
+    from sportray.runtime import init_ray
+    from sportray.trial import run_reference, say
+
+    preset = spec.presets[preset_name]
+    tracking_uri = tracking_uri or default_tracking_uri()
+    pretrain = PretrainConfig(**{**preset.pretrain, **(overrides or {})}).validate()
+    data = DataConfig(**{**preset.data, **(data_overrides or {})})
+    probe = ProbeConfig(**preset.probe)
+    seeds = tuple(seeds or preset.seeds)
+    n_configs = num_configs or preset.num_configs
+    space = preset.space if preset.space is not None else spec.space
+
+    client = tracking.connect(tracking_uri)  # fail before anything trains
+    ray_info = init_ray(address)
+    storage_path = Path(storage).resolve()
+    storage_path.mkdir(parents=True, exist_ok=True)
+    say(f"Ray dashboard: {ray_info['dashboard_url'] or '(not available)'}   MLflow: {tracking_uri}")
+
+    # Data once, before any trial: the frame store and probe sets are shared by all trials.
+    paths = resolve(data)
+    store = frame_store(data, paths)
+    say(f"frame store {store.path}: {store.frames} frames from {store.videos} videos"
+        f"{' (reused)' if store.reused else ''}; {len(store.bad_files)} bad files skipped")
+    for bad in store.bad_files:
+        say(f"  skipped {bad['path']}: {bad['reason']}")
+    probe_sets(data, paths)
+    data = dataclasses.replace(data, store=store.path)
+
+    sweep_dir = latest_sweep_dir(storage_path, spec.name) if resume else None
+    if resume and sweep_dir is None:
+        raise ConfigError(f"--resume: no interrupted sweep named {spec.name}-* under {storage_path}")
+    if sweep_dir is None:
+        sweep_dir = storage_path / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    exp_id = tracking.experiment_id(client, spec.name)
+    parent = tracking.parent_run(client, exp_id, spec.name, sweep_dir, {
+        "preset": preset_name, "num_configs": n_configs, "seeds": ",".join(map(str, seeds)),
+        "metric": spec.metric, "scheduler": scheduler, "search_seed": search_seed})
+
+    ctx = {"pretrain": dataclasses.asdict(pretrain), "data": dataclasses.asdict(data),
+           "probe": dataclasses.asdict(probe), "seeds": seeds, "tracking_uri": tracking_uri,
+           "experiment": spec.name, "parent_run_id": parent, "storage": str(storage_path / "train"),
+           "metric": spec.metric}
+    trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx), {"cpu": 0.01})
+
+    if resume and tune.Tuner.can_restore(str(sweep_dir)):
+        say(f"resuming sweep {sweep_dir}")
+        tuner = tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_errored=True)
+    else:
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        searcher = OptunaSearch(metric=spec.metric, mode=spec.mode, seed=search_seed)
+        if len(seeds) > 1:
+            searcher = _FailAwareRepeater.make(searcher, repeat=len(seeds))
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent(pretrain))
+        sched = None
+        if scheduler == "asha":
+            from ray.tune.schedulers import ASHAScheduler
+            sched = ASHAScheduler(metric="train/loss", mode="min", time_attr="step",
+                                  max_t=pretrain.steps, grace_period=max(1, pretrain.steps // 4),
+                                  reduction_factor=2)
+        tuner = tune.Tuner(
+            trainable, param_space=space,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=sched,
+                                        num_samples=n_configs * len(seeds)),
+            run_config=tune.RunConfig(name=sweep_dir.name, storage_path=str(storage_path),
+                                      failure_config=tune.FailureConfig(max_failures=1), verbose=1))
+    results = tuner.fit()
+
+    for ref in spec.references:
+        if ref == "dinov3" and not weights:
+            say("reference dinov3: unavailable (no --weights file given); the bar is left out, "
+                "never replaced by a random model")
+            continue
+        run_reference(ref, data=data, probe=probe, tracking_uri=tracking_uri, experiment=spec.name,
+                      parent_run_id=parent, weights=weights,
+                      model=pretrain.model, gpus=1.0 if pretrain.gpus_per_worker > 0 else 0.0)
+
+    records = scorecard.load_runs(client, spec.name, parent_run_id=parent)
+    card = scorecard.build(records)
+    out_dir = sweep_dir / "scorecard"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "scorecard.md").write_text(scorecard.to_markdown(card))
+    (out_dir / "scorecard.csv").write_text(scorecard.to_csv(card))
+    plot = scorecard.plot_vs_steps(records, out_dir / "metrics_vs_steps.png")
+    for f in (out_dir / "scorecard.md", out_dir / "scorecard.csv", plot):
+        if f and Path(f).exists():
+            client.log_artifact(parent, str(f))
+    errors = [r for r in results if r.error]
+    tracking.set_status(client, parent, "finished")
+
+    best = None
+    try:
+        best_result = results.get_best_result(metric=spec.metric, mode=spec.mode, filter_nan_and_inf=True)
+        best = {"config": {k: v for k, v in best_result.config.items() if not k.startswith("__")},
+                spec.metric: best_result.metrics.get(spec.metric),
+                "mlflow_run_id": best_result.metrics.get("mlflow_run_id")}
+    except Exception:
+        pass
+    summary = {"sweep_dir": str(sweep_dir), "experiment": spec.name, "parent_run_id": parent,
+               "trials": len(results), "errored_trials": len(errors), "best": best,
+               "scorecard": str(out_dir / "scorecard.md"), "tracking_uri": tracking_uri,
+               "dashboard_url": ray_info["dashboard_url"]}
+    print("\n" + scorecard.to_markdown(card))
+    print(json.dumps(summary, indent=1, default=str))
+    print(f"\nBest trial ({spec.metric}): {json.dumps(best, default=str)}")
+    print(f"Ray dashboard : {ray_info['dashboard_url'] or '(not running)'}")
+    print(f"Compare trials: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+          f"  -> http://127.0.0.1:5000, experiment '{spec.name}'")
+    print(f"Scorecard     : {out_dir / 'scorecard.md'}")
+    return summary
+
+
+def parser_for(spec: SweepSpec) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python sweeps/{spec.name}.py", description=spec.description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(spec.presets), default="demo",
+                   help="demo: tiny ViT, minutes on CPU; paper: ViT-S/16 and the study's budgets")
+    p.add_argument("--address", default=None, help="join an existing Ray cluster (default: start a local one)")
+    p.add_argument("--tracking-uri", default=default_tracking_uri(),
+                   help="MLflow tracking URI (default sqlite:///mlflow.db, or $MLFLOW_TRACKING_URI)")
+    p.add_argument("--storage", default="sportray-runs",
+                   help="Tune/Train storage; on a multi-node cluster a path every node shares (NFS) or s3://...")
+    p.add_argument("--resume", action="store_true", help="restore the latest interrupted sweep of this script")
+    p.add_argument("--num-configs", type=int, default=None, help="recipes Optuna proposes (each run once per seed)")
+    p.add_argument("--seeds", default=None, help="comma list of seeds per recipe, e.g. 0,1,2")
+    p.add_argument("--scheduler", choices=("fifo", "asha"), default="fifo",
+                   help="asha: stop trials early on the label-free LeJEPA loss")
+    p.add_argument("--search-seed", type=int, default=0, help="Optuna TPE seed")
+    p.add_argument("--data-dir", default=None, help="where the embedded default and stores live")
+    p.add_argument("--corpus", default=None, help="pretraining videos (SoccerNet root or any folder)")
+    p.add_argument("--basketball", default=None, help="DeepSportRadar root for the basketball probe")
+    p.add_argument("--soccer-labels", default=None, help="SoccerNet root with Labels-v2.json (soccer probe)")
+    p.add_argument("--weights", default="", help="DINOv3 ViT-S/16 weights file (LoRA base and the bar)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="fix a PretrainConfig field, e.g. --set batch_size=64 --set gpus_per_worker=1")
+    return p
+
+
+def _parse_set(items: list[str]) -> dict:
+    out = {}
+    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in fields:
+            raise ConfigError(f"--set {item}: unknown field {name!r} (fields: {', '.join(fields)})")
+        kind = type(getattr(PretrainConfig(), name))
+        try:
+            out[name] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+        except ValueError:
+            raise ConfigError(f"--set {item}: {value!r} is not a {kind.__name__}") from None
+    return out
+
+
+def main(spec: SweepSpec, argv: list[str] | None = None) -> int:
+    from sportray.data.errors import DataError
+    from sportray.tracking import TrackingError
+
+    args = parser_for(spec).parse_args(argv)
+    data_over = {k: v for k, v in {"data_dir": args.data_dir, "corpus": args.corpus,
+                                   "basketball": args.basketball,
+                                   "soccer_labels": args.soccer_labels}.items() if v}
+    try:
+        overrides = _parse_set(args.set)
+        if args.weights:
+            overrides.setdefault("base", args.weights)
+        seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+        run_sweep(spec, args.preset, tracking_uri=args.tracking_uri, address=args.address,
+                  storage=args.storage, resume=args.resume, num_configs=args.num_configs, seeds=seeds,
+                  scheduler=args.scheduler, search_seed=args.search_seed, overrides=overrides,
+                  data_overrides=data_over, weights=args.weights)
+    except (ConfigError, DataError, TrackingError, FileNotFoundError) as err:
+        print(f"{spec.name}: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,524 @@
+"""MLflow runs: what sportray logs, where, and under which names.
+
+Layout (the binding names are in notes/CONTRACTS.md, "MLflow names"):
+
+    experiment  one per sweep script (name = script stem, e.g. "scratch_views")
+    └─ parent run   one per sweep *directory*: tags sportray.kind=sweep, sportray.sweep,
+       │            sportray.sweep_dir; a resumed sweep (same directory) reuses it
+       ├─ trial run one per Ray Tune trial: tags mlflow.parentRunId, sportray.kind=trial,
+       │            sportray.trial_id, sportray.config_key, sportray.status; run name
+       │            "<config_key> s<seed>"; params = flattened PretrainConfig field names
+       └─ reference run  sportray.kind=reference, sportray.reference in {random, dinov3}
+
+Rules this module enforces (each one answers an MLflow pitfall, DESIGN.md §5):
+
+* Never the fluent API / global active run. MLflow's active run is per thread and concurrent
+  trials logging into one run fail with "Changing param values is not allowed" (ray#30649).
+  Every call here takes an explicit ``run_id`` and goes through ``MlflowClient``.
+* Idempotent run creation. A retried trial (Ray Train ``FailureConfig``), a restored Tune
+  trial or a resumed sweep finds its existing run by tags instead of creating a duplicate:
+  the parent by ``sportray.sweep_dir``, a trial by (parent, ``sportray.trial_id``), a
+  reference by (parent, ``sportray.reference``).
+* Params are written once. Values are strings (``str(value)``); a param that is already
+  logged with the same value is skipped; a param already logged with a *different* value is
+  never changed (MLflow forbids it and the first value is what the run trained with): the new
+  value is kept as tag ``sportray.param_conflict.<name>`` and a warning is logged.
+* One continuous curve per trial. ``StepLogger`` reads the highest step already logged for
+  ``train/loss``; a worker resumed from an older checkpoint re-runs some steps, and those
+  steps are not logged a second time (the first values stay; the curve has each step once).
+* Status. ``sportray.status`` (running | finished | diverged | failed) is the source of truth
+  and is what the scorecard reads. The MLflow run status follows it:
+  running -> RUNNING, finished -> FINISHED, failed -> FAILED, and **diverged -> FINISHED**:
+  a diverged trial ended the way the recipe allowed (divergence detected, diagnostics and
+  probe metrics logged, the sweep goes on); FAILED is kept for crashes, so
+  ``attributes.status = 'FAILED'`` lists exactly the runs that need a bug hunt. To see
+  diverged trials in the MLflow UI filter with ``tags.sportray.status = 'diverged'`` (or
+  ``metrics.diverged = 1``); their run description also says so.
+* Fail before training. ``connect`` checks that the tracking store answers (fast: no
+  retries, short timeout) and raises ``TrackingError`` naming the URI and the fix.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from dataclasses import fields as _dc_fields
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from sportray.config import DataConfig, PretrainConfig
+
+log = logging.getLogger(__name__)
+
+# --- names (CONTRACTS.md "MLflow names") ---------------------------------------------------
+TAG_KIND = "sportray.kind"                 # sweep | trial | reference
+TAG_SWEEP = "sportray.sweep"
+TAG_SWEEP_DIR = "sportray.sweep_dir"
+TAG_TRIAL_ID = "sportray.trial_id"
+TAG_CONFIG_KEY = "sportray.config_key"
+TAG_STATUS = "sportray.status"             # running | finished | diverged | failed
+TAG_REFERENCE = "sportray.reference"       # random | dinov3
+TAG_PARENT = "mlflow.parentRunId"
+TAG_NOTE = "mlflow.note.content"           # the run's description in the MLflow UI
+TAG_PARAM_CONFLICT = "sportray.param_conflict."
+
+KIND_SWEEP, KIND_TRIAL, KIND_REFERENCE = "sweep", "trial", "reference"
+STATUSES = ("running", "finished", "diverged", "failed")
+REFERENCES = ("random", "dinov3")
+_MLFLOW_STATUS = {"running": "RUNNING", "finished": "FINISHED", "diverged": "FINISHED",
+                  "failed": "FAILED"}
+
+STEP_METRICS = ("train/loss", "train/inv", "train/sigreg", "train/grad_norm", "train/weight_norm",
+                "train/rel_dist_init", "train/lr", "train/frames_per_s")
+FINAL_METRICS = ("basketball_iou", "basketball_iou_ci_low", "basketball_iou_ci_high",
+                 "basketball_test_frames", "soccer_bal_acc", "soccer_bal_acc_ci_low",
+                 "soccer_bal_acc_ci_high", "soccer_test_events", "final_loss", "diverged",
+                 "diverged_step")
+
+# MLflow log_batch limits: 1000 metrics, 100 params, 100 tags per request.
+_MAX_BATCH_METRICS, _MAX_BATCH_PARAMS, _MAX_BATCH_TAGS = 1000, 100, 100
+_MAX_PARAM_VALUE = 6000
+
+
+class TrackingError(RuntimeError):
+    """The MLflow store cannot be used; the message names the URI and how to fix it."""
+
+
+# --- connecting -----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _fix_hint(uri: str) -> str:
+    return (f"Pass a reachable store with --tracking-uri URI (or set MLFLOW_TRACKING_URI), e.g. "
+            f"--tracking-uri sqlite:///mlflow.db for a local file, or start the server for {uri!r} "
+            f"(mlflow server --backend-store-uri sqlite:///mlflow.db --port 5000).")
+
+
+def connect(tracking_uri: str | None = None, *, timeout_s: float = 5.0) -> MlflowClient:
+    """An ``MlflowClient`` for ``tracking_uri`` after checking that the store answers.
+
+    Call it before any training starts: a wrong URI then fails in seconds instead of after
+    the first trial. For http(s) URIs the check runs with MLflow's retries off and a short
+    request timeout (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``, ``..._TIMEOUT=timeout_s``, set only
+    for the duration of the check; the returned client keeps MLflow's normal retries so a
+    transient blip during training is retried). ``None`` means ``MLFLOW_TRACKING_URI`` or
+    ``sqlite:///mlflow.db`` (``sportray.config.default_tracking_uri``).
+
+    Raises TrackingError naming the URI and the fix (--tracking-uri / MLFLOW_TRACKING_URI).
+    """
+    from sportray.config import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+                  MLFLOW_HTTP_REQUEST_TIMEOUT=str(max(1, int(math.ceil(timeout_s)))),
+                  MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0"):
+            client.search_experiments(max_results=1)
+    except Exception as exc:  # any backend: connection refused, bad scheme, locked/missing DB
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(
+            f"MLflow tracking store {uri!r} is not reachable ({type(exc).__name__}: {reason[:300]}). "
+            + _fix_hint(uri)) from exc
+    return client
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """Id of the experiment ``name``, created if missing (safe when trials race to create it).
+
+    A *deleted* experiment of that name blocks the name in MLflow; rather than silently
+    restoring what someone deleted, this raises TrackingError saying how to restore or purge it.
+    """
+    for attempt in range(2):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise TrackingError(
+                    f"MLflow experiment {name!r} (id {exp.experiment_id}) is deleted in "
+                    f"{client.tracking_uri!r}: restore it (mlflow experiments restore --experiment-id "
+                    f"{exp.experiment_id}), purge it (mlflow gc), or use another experiment name.")
+            return exp.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:
+            if attempt:  # someone else created it between get and create: read it back once
+                raise
+    raise AssertionError("unreachable")
+
+
+# --- finding runs by tags -------------------------------------------------------------------
+
+def _quote(value: str) -> str | None:
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return None  # not expressible in MLflow's filter syntax: compare in Python only
+
+
+def _find_runs(client: MlflowClient, experiment_id: str, tags: Mapping[str, str | None]) -> list:
+    """Active runs of the experiment whose tags equal ``tags`` (value None: tag absent).
+
+    The filter string narrows the search; every condition is re-checked in Python, so values
+    with quotes or odd characters (paths) still match exactly. Oldest run first.
+    """
+    clauses = []
+    for key, value in tags.items():
+        if value is not None and (q := _quote(value)) is not None:
+            clauses.append(f"tags.`{key}` = {q}")
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=" and ".join(clauses),
+                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    return [r for r in runs if all(r.data.tags.get(k) == v for k, v in tags.items())]
+
+
+def _create_run(client, experiment_id, run_name, tags) -> str:
+    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    return run.info.run_id
+
+
+# --- params ---------------------------------------------------------------------------------
+
+def _param_str(value) -> str:
+    s = str(value)
+    return s if len(s) <= _MAX_PARAM_VALUE else s[: _MAX_PARAM_VALUE - 3] + "..."
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, object]) -> dict[str, str]:
+    """Log params once (stable names, ``str`` values); returns those newly written.
+
+    Already logged with the same value: skipped. Already logged with another value: never
+    changed (MLflow forbids it); the new value goes to tag ``sportray.param_conflict.<name>``
+    and a warning is logged, so the trial goes on and the conflict is visible in the UI.
+    """
+    existing = client.get_run(run_id).data.params
+    new: dict[str, str] = {}
+    conflicts: dict[str, str] = {}
+    for key, value in params.items():
+        s = _param_str(value)
+        if key not in existing:
+            new[str(key)] = s
+        elif existing[key] != s:
+            conflicts[key] = s
+    items = list(new.items())
+    for i in range(0, len(items), _MAX_BATCH_PARAMS):
+        client.log_batch(run_id, params=[Param(k, v) for k, v in items[i:i + _MAX_BATCH_PARAMS]])
+    if conflicts:
+        log.warning("run %s: params already logged with other values, kept the first ones: %s",
+                    run_id, ", ".join(f"{k}={existing[k]!r} (new {v!r})" for k, v in conflicts.items()))
+        _set_tags(client, run_id, {TAG_PARAM_CONFLICT + k: v for k, v in conflicts.items()})
+    return new
+
+
+def _set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
+    items = [RunTag(k, str(v)) for k, v in tags.items()]
+    for i in range(0, len(items), _MAX_BATCH_TAGS):
+        client.log_batch(run_id, tags=items[i:i + _MAX_BATCH_TAGS])
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+def _norm_dir(path: str | os.PathLike) -> str:
+    s = os.fspath(path)
+    return s if "://" in s else str(Path(s).expanduser().resolve())
+
+
+def parent_run(client: MlflowClient, experiment_id: str, sweep_name: str,
+               sweep_dir: str | os.PathLike, params: Mapping[str, object] | None = None) -> str:
+    """The sweep's parent run: the one tagged ``sportray.sweep_dir == sweep_dir``, else a new one.
+
+    ``sweep_dir`` (the Tune experiment directory) identifies a sweep invocation across
+    restarts: ``Tuner.restore`` of the same directory reuses the parent, so its trials stay
+    grouped. Local paths are made absolute first. A reused parent is set back to running.
+    """
+    sdir = _norm_dir(sweep_dir)
+    found = _find_runs(client, experiment_id, {TAG_KIND: KIND_SWEEP, TAG_SWEEP_DIR: sdir})
+    if found:
+        run_id = found[0].info.run_id
+        if len(found) > 1:
+            log.warning("%d parent runs for sweep dir %s; using the oldest %s", len(found), sdir, run_id)
+        set_status(client, run_id, "running")
+    else:
+        run_id = _create_run(client, experiment_id, sweep_name, {
+            TAG_KIND: KIND_SWEEP, TAG_SWEEP: sweep_name, TAG_SWEEP_DIR: sdir, TAG_STATUS: "running"})
+    if params:
+        log_params(client, run_id, params)
+    return run_id
+
+
+def trial_run(client: MlflowClient, experiment_id: str, parent_id: str | None, trial_id: str,
+              config_key: str, params: Mapping[str, object], seed: int) -> str:
+    """The trial's child run, created once per (parent, ``sportray.trial_id``).
+
+    Calling it again (a retried worker group, a restored Tune trial, a resumed sweep) returns
+    the same run, sets it back to running and logs only params not yet there. Run name:
+    ``run_name(config_key, seed)``. ``params`` are the flattened PretrainConfig (``seed`` is
+    added if missing; a params seed that disagrees with ``seed`` is a ValueError). ``parent_id`` None: a standalone run (``sportray pretrain``).
+    """
+    trial_id = str(trial_id)
+    if "seed" in params and str(params["seed"]) != str(seed):
+        raise ValueError(f"trial {trial_id}: params seed={params['seed']!r} but seed={seed!r}")
+    match = {TAG_KIND: KIND_TRIAL, TAG_TRIAL_ID: trial_id, TAG_PARENT: parent_id}
+    found = _find_runs(client, experiment_id, match)
+    if found:
+        run_id = found[0].info.run_id
+        if len(found) > 1:
+            log.warning("%d runs for trial %s under parent %s; using the oldest %s",
+                        len(found), trial_id, parent_id, run_id)
+        set_status(client, run_id, "running")
+    else:
+        tags = {TAG_KIND: KIND_TRIAL, TAG_TRIAL_ID: trial_id, TAG_CONFIG_KEY: config_key,
+                TAG_STATUS: "running"}
+        if parent_id:
+            tags[TAG_PARENT] = parent_id
+        run_id = _create_run(client, experiment_id, run_name(config_key, seed), tags)
+    p = dict(params)
+    p.setdefault("seed", seed)
+    log_params(client, run_id, p)
+    return run_id
+
+
+def reference_run(client: MlflowClient, experiment_id: str, parent_id: str | None, reference: str,
+                  params: Mapping[str, object] | None = None) -> str:
+    """A reference run (frozen DINOv3 bar or random-init floor), once per (parent, reference).
+
+    Tags ``sportray.kind=reference``, ``sportray.reference``, ``sportray.config_key =
+    "reference <name>"``; params ``arm=reference``, ``steps=0`` plus ``params``.
+    """
+    if reference not in REFERENCES:
+        raise ValueError(f"reference {reference!r}: expected one of {', '.join(REFERENCES)}")
+    found = _find_runs(client, experiment_id,
+                       {TAG_KIND: KIND_REFERENCE, TAG_REFERENCE: reference, TAG_PARENT: parent_id})
+    key = f"reference {reference}"
+    if found:
+        run_id = found[0].info.run_id
+        set_status(client, run_id, "running")
+    else:
+        tags = {TAG_KIND: KIND_REFERENCE, TAG_REFERENCE: reference, TAG_CONFIG_KEY: key,
+                TAG_STATUS: "running"}
+        if parent_id:
+            tags[TAG_PARENT] = parent_id
+        run_id = _create_run(client, experiment_id, key, tags)
+    p = dict(params or {})
+    p["arm"], p["steps"] = "reference", 0
+    log_params(client, run_id, p)
+    return run_id
+
+
+def set_status(client: MlflowClient, run_id: str, status: str, note: str | None = None) -> None:
+    """Tag ``sportray.status`` and the MLflow run status (see the module docstring).
+
+    running -> RUNNING, finished -> FINISHED, diverged -> FINISHED (filter with
+    ``tags.sportray.status = 'diverged'``), failed -> FAILED. ``note`` sets the run's
+    description when it has none.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"status {status!r}: expected one of {', '.join(STATUSES)}")
+    tags = {TAG_STATUS: status}
+    if note and not client.get_run(run_id).data.tags.get(TAG_NOTE):
+        tags[TAG_NOTE] = note
+    _set_tags(client, run_id, tags)
+    if status == "running":
+        client.update_run(run_id, status="RUNNING")
+    else:
+        client.set_terminated(run_id, status=_MLFLOW_STATUS[status])
+
+
+def log_final(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
+              artifacts: Iterable[str | os.PathLike] = (), status: str = "finished",
+              step: int = 0) -> None:
+    """Final metrics (probe results with CIs, final_loss, diverged...), artifacts, then status.
+
+    Metric values that are None are skipped (NaN is logged as NaN). A directory artifact is
+    logged under its own name; a missing artifact path is warned about and skipped so the
+    metrics and the status still land. For ``diverged`` the run description says so.
+    """
+    ts = int(time.time() * 1000)
+    ms = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items() if v is not None]
+    for i in range(0, len(ms), _MAX_BATCH_METRICS):
+        client.log_batch(run_id, metrics=ms[i:i + _MAX_BATCH_METRICS])
+    for a in artifacts:
+        p = Path(a)
+        if p.is_dir():
+            client.log_artifacts(run_id, str(p), artifact_path=p.name)
+        elif p.is_file():
+            client.log_artifact(run_id, str(p))
+        else:
+            log.warning("run %s: artifact %s does not exist; skipped", run_id, p)
+    note = None
+    if status == "diverged":
+        at = metrics.get("diverged_step")
+        where = f" at step {int(at)}" if at is not None and not math.isnan(float(at)) else ""
+        note = (f"**Diverged{where}** (loss spike / NaN). Excluded from scorecard means; check the "
+                "train/* curves. Filter: tags.sportray.status = 'diverged'.")
+    set_status(client, run_id, status, note=note)
+
+
+class StepLogger:
+    """Batched step metrics for one run, resume-safe.
+
+    ``log(step, {"train/loss": ..., ...})`` buffers; the buffer goes out with
+    ``client.log_batch`` every ``flush_every`` metrics or ``flush_s`` seconds, and on
+    ``flush()`` / ``close()`` / leaving a ``with`` block.
+
+    On creation it reads the highest step already logged for ``resume_key`` (``train/loss``):
+    steps at or below it are dropped, so a worker resumed from an older checkpoint (which
+    re-runs the steps since that checkpoint) continues the existing curve instead of drawing a
+    second copy of those steps. Within one logger a (metric, step) pair is logged at most once
+    and a metric never goes back in steps. A failed automatic flush is warned about and retried
+    at the next flush (training is not stopped for a tracking hiccup); ``flush()`` raises.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str, *, resume_key: str = "train/loss",
+                 flush_every: int = 200, flush_s: float = 10.0):
+        self.client, self.run_id = client, run_id
+        self.flush_every, self.flush_s = int(flush_every), float(flush_s)
+        history = client.get_metric_history(run_id, resume_key)
+        self.resume_step: int = max((m.step for m in history), default=-1)
+        self._last: dict[str, int] = {}
+        self._buf: list[Metric] = []
+        self._t_flush = time.monotonic()
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> int:
+        """Buffer ``metrics`` at ``step``; returns how many were kept (0 for a re-run step)."""
+        step = int(step)
+        if step <= self.resume_step:
+            return 0
+        ts = int(time.time() * 1000)
+        kept = 0
+        for key, value in metrics.items():
+            if value is None or step <= self._last.get(key, -1):
+                continue
+            self._buf.append(Metric(key, float(value), ts, step))
+            self._last[key] = step
+            kept += 1
+        if len(self._buf) >= self.flush_every or time.monotonic() - self._t_flush >= self.flush_s:
+            try:
+                self.flush()
+            except Exception as exc:  # keep training; retry with the next flush
+                log.warning("run %s: logging step metrics failed (%s); will retry", self.run_id, exc)
+        return kept
+
+    def flush(self) -> None:
+        while self._buf:
+            chunk = self._buf[:_MAX_BATCH_METRICS]
+            self.client.log_batch(self.run_id, metrics=chunk)
+            del self._buf[:len(chunk)]
+        self._t_flush = time.monotonic()
+
+    close = flush
+
+    def __enter__(self) -> "StepLogger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
+
+
+# --- naming ---------------------------------------------------------------------------------
+
+# The study's recipe axes: always named, in this order ("scratch 2x224+6x96 steps=200 clip=1.0").
+_KEY_ALWAYS = ("arm", "views", "steps", "clip")
+# Fields that do not change what is learned (execution, logging, fault tolerance) or are the
+# repetition axis (seed): never part of the key.
+_KEY_EXCLUDE = {"seed", "gpus_per_worker", "cpus_per_worker", "compile", "log_every",
+                "checkpoint_every", "max_failures", "spike_factor", "spike_patience"}
+_DATA_EXCLUDE = {"data_dir", "store", "basketball", "soccer_labels", "test_arenas", "split_seed"}
+_PATHLIKE = {"base", "corpus", "extra_sources"}
+
+
+def _defaults() -> dict[str, object]:
+    d: dict[str, object] = {}
+    for f in _dc_fields(PretrainConfig):
+        if f.name not in _KEY_EXCLUDE:
+            d[f.name] = getattr(PretrainConfig(), f.name)
+    for f in _dc_fields(DataConfig):
+        if f.name not in _DATA_EXCLUDE:
+            d["data." + f.name] = getattr(DataConfig(), f.name)
+    return d
+
+
+def _coerce(value, like):
+    if isinstance(like, bool):
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    if isinstance(like, (int, float)) and isinstance(value, str):
+        try:
+            v = float(value)
+        except ValueError:
+            return value
+        return int(v) if isinstance(like, int) and v.is_integer() else v
+    if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _fmt(name: str, value) -> str:
+    if name == "clip" and isinstance(value, (int, float)) and float(value) == 0.0:
+        return "off"
+    if name.split(".")[-1] in _PATHLIKE and isinstance(value, str) and value:
+        return ",".join(Path(p.split(":")[0]).name or p for p in value.split(","))
+    return str(value)
+
+
+def config_key(cfg: Mapping[str, object] | object, vary: Iterable[str] = ()) -> str:
+    """A readable key naming what differs in a pretraining config; the seed is excluded.
+
+    ``"<arm> <views> steps=<steps> clip=<clip|off>"`` followed by ``name=value`` for every
+    other field that differs from its PretrainConfig / DataConfig default (in field order;
+    ``data.`` fields drop the prefix; paths show their base names), plus the fields in
+    ``vary`` (what the sweep varies) even when at their default, e.g.
+    ``config_key(cfg, vary=["lr"]) == "scratch 2x224+6x96 steps=200 clip=1.0 lr=0.0005"``.
+    Fields that do not change the learned model (seed, device/CPU counts, compile, logging and
+    checkpoint cadence, failure and spike settings) are never named; keys that are not config
+    fields are named only when listed in ``vary`` (sorted, after the fields). ``cfg`` is a PretrainConfig or a flattened dict;
+    values may be strings (MLflow params) and are coerced to the field's type first, so a key
+    rebuilt from params equals the one built from the config.
+    """
+    if not isinstance(cfg, Mapping):
+        from sportray.config import flatten
+        cfg = flatten(cfg)
+    defaults = _defaults()
+    vary = set(vary)
+    values = {k: _coerce(v, defaults[k]) if k in defaults else v for k, v in cfg.items()
+              if k not in _KEY_EXCLUDE}
+    parts = [str(values.get("arm", defaults["arm"])), str(values.get("views", defaults["views"])),
+             f"steps={values.get('steps', defaults['steps'])}",
+             f"clip={_fmt('clip', values.get('clip', defaults['clip']))}"]
+    for name, default in defaults.items():
+        if name in _KEY_ALWAYS or name not in values:
+            continue
+        if values[name] != default or name in vary or name.split(".", 1)[-1] in vary:
+            parts.append(f"{name.split('.', 1)[-1]}={_fmt(name, values[name])}")
+    for name in sorted(set(values) - set(defaults)):
+        if name in vary:
+            parts.append(f"{name}={_fmt(name, values[name])}")
+    return " ".join(parts)
+
+
+def run_name(key: str, seed: int | str) -> str:
+    """MLflow run name of a trial: ``"<config_key> s<seed>"``."""
+    return f"{key} s{seed}"

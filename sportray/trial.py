@@ -1,0 +1,236 @@
+"""One trial: pretrain on Ray Train -> probe the final backbone -> MLflow. Also the probe of a
+reference (random floor, frozen DINOv3 bar). Used by `sportray pretrain`, `sportray probe`,
+and by every Ray Tune trial of a sweep (sportray/sweep.py).
+
+Resume rule: a trial whose MLflow run already holds its probe metrics and a final status is
+not redone; a trial whose Train run has checkpoints resumes from the latest one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sportray.config import DataConfig, PretrainConfig, ProbeConfig, flatten
+
+PROBE_METRICS = ("basketball_iou", "soccer_bal_acc")
+DEMO_BASE_STEPS = 150
+
+
+def say(msg: str) -> None:
+    print(f"[sportray] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- probes
+
+def probe_backbone(backbone_source: dict, soccer_npz: str, basketball_npz: str, probe: ProbeConfig,
+                   out_dir: str, title: str = "") -> tuple[dict, list[str]]:
+    """Probe one backbone; returns (metrics, artifact paths). Runs where it is called
+    (a Ray task with a GPU in a sweep): features once per probe set, both probes, panels.
+
+    backbone_source: {"checkpoint": dir} | {"reference": "random", "model": name, "seed": s}
+                     | {"reference": "dinov3", "weights": path}
+    """
+    import torch
+
+    from sportray import backbones, panels, probes
+    from sportray.data.probesets import load
+
+    if "checkpoint" in backbone_source:
+        backbone, _meta = backbones.load_checkpoint(backbone_source["checkpoint"])
+    elif backbone_source["reference"] == "random":
+        backbone = backbones.build_backbone(backbone_source.get("model", "vit_small"),
+                                            seed=int(backbone_source.get("seed", 0)))
+    else:
+        backbone = backbones.load_dinov3(backbone_source.get("weights") or None)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    bb, sc = load(basketball_npz), load(soccer_npz)
+    t0 = time.time()
+    result = probes.evaluate(backbone, bb, sc, probe, device=device)
+    metrics = dict(result["metrics"])
+    metrics["probe_seconds"] = time.time() - t0
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    artifacts = []
+    b, s = result["basketball"], result["soccer"]
+    if b is not None:
+        te = b.test_indices
+        artifacts.append(panels.basketball_rows(bb["images"][te], bb["masks"][te], b.probs, b.per_frame_iou,
+                                                out / "basketball_rows.png", title=title))
+    if s is not None:
+        te = s.test_indices
+        artifacts.append(panels.soccer_top5(sc["images"][te], s.probs, s.labels, out / "soccer_top5.png",
+                                            title=title))
+        for name, r in s.per_class_recall.items():
+            metrics[f"soccer_recall/{name}"] = r
+    (out / "probe_metrics.json").write_text(json.dumps(metrics, indent=1))
+    artifacts.append(str(out / "probe_metrics.json"))
+    return metrics, [str(a) for a in artifacts]
+
+
+def run_probe_task(backbone_source: dict, soccer_npz: str, basketball_npz: str, probe: ProbeConfig,
+                   out_dir: str, gpus: float = 0.0, title: str = "") -> tuple[dict, list[str]]:
+    """probe_backbone as a Ray task, so that a sweep's probe takes a GPU only while it runs."""
+    import ray
+
+    task = ray.remote(num_cpus=0.5 if gpus == 0 else 1, num_gpus=gpus)(probe_backbone)
+    return ray.get(task.remote(backbone_source, soccer_npz, basketball_npz, probe, out_dir, title))
+
+
+# ----------------------------------------------------------------------------- demo LoRA base
+
+def ensure_demo_base(data: DataConfig, store_path: str, storage: str) -> str:
+    """A small scratch backbone pretrained on the synthetic corpus, as the LoRA arm's frozen
+    base when no DINOv3 weights are given. Cached under data_dir; never passed off as DINOv3:
+    runs on it are labelled base=synthetic-demo."""
+    from sportray.data.frames import read_store
+    from sportray.pretrain import run_pretrain
+
+    out = Path(data.data_dir) / "demo-base" / Path(store_path).name
+    if (out / "backbone" / "meta.json").exists():
+        return str(out / "backbone")
+    say(f"LoRA demo: no DINOv3 weights given, so first pretraining a small synthetic-demo base "
+        f"({DEMO_BASE_STEPS} steps, tiny ViT) -- this is NOT DINOv3 and is labelled base=synthetic-demo")
+    cfg = PretrainConfig(arm="scratch", model="vit_tiny_demo", steps=DEMO_BASE_STEPS, views="2x224+4x96",
+                         batch_size=16, seed=12345, checkpoint_every=DEMO_BASE_STEPS, log_every=25)
+    res = run_pretrain(cfg, read_store(store_path), storage_path=str(Path(storage).resolve()),
+                       run_name="demo-base-" + Path(store_path).name)
+    if res.status != "finished":
+        raise RuntimeError(f"the synthetic-demo LoRA base did not train: {res.status} {res.reason}")
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(res.backbone_dir, out / "backbone", dirs_exist_ok=True)
+    return str(out / "backbone")
+
+
+# ----------------------------------------------------------------------------- one trial
+
+def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, tracking_uri: str,
+              experiment: str, parent_run_id: str | None, trial_id: str, storage: str,
+              config_key: str = "", in_tune: bool = False, do_probe: bool = True) -> dict:
+    """Pretrain -> probe -> MLflow for one recipe. Returns the metrics reported to Tune."""
+    from sportray import tracking
+    from sportray.data.defaults import frame_store, probe_sets, resolve
+    from sportray.data.frames import read_store
+    from sportray.pretrain import run_pretrain
+
+    cfg.validate()
+    client = tracking.connect(tracking_uri)
+    exp_id = tracking.experiment_id(client, experiment)
+    params = flatten(cfg)
+    params.update({f"data.{k}": v for k, v in flatten(data).items()})
+    key = config_key or tracking.config_key(cfg)
+    run_id = tracking.trial_run(client, exp_id, parent_run_id, trial_id, key, params, cfg.seed)
+    done = _finished_metrics(client, run_id)
+    if done is not None:
+        say(f"trial {trial_id}: already finished in MLflow run {run_id}; not redone")
+        return done
+
+    paths = resolve(data)
+    store = frame_store(data, paths)
+    base_path, base_label = "", cfg.base
+    if cfg.arm == "lora":
+        if cfg.base in ("", "synthetic-demo"):
+            base_path, base_label = ensure_demo_base(data, store.path, storage), "synthetic-demo"
+        else:
+            base_path = cfg.base
+        client.set_tag(run_id, "sportray.base", base_label)
+    soccer_npz, basketball_npz = probe_sets(data, paths) if do_probe else ("", "")
+    run_label = f"trial-{trial_id}"
+    res = run_pretrain(cfg, read_store(store.path, data.max_frames), storage_path=str(Path(storage).resolve()),
+                       run_name=run_label, tracking_uri=tracking_uri, mlflow_run_id=run_id,
+                       base_path=base_path, base_label=base_label, trial=key, in_tune=in_tune)
+    final = {"final_loss": res.metrics.get("train/loss", float("nan")),
+             "final_rel_dist_init": res.metrics.get("train/rel_dist_init", float("nan")),
+             "final_weight_norm": res.metrics.get("train/weight_norm", float("nan")),
+             "diverged": 1.0 if res.status == "diverged" else 0.0,
+             "steps_done": float(res.steps), "frames_in_store": float(store.frames),
+             "bad_files": float(len(store.bad_files))}
+    if res.status == "diverged":
+        final["diverged_step"] = float(res.steps)
+    artifacts: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "trial_config.json").write_text(json.dumps(
+            {"pretrain": dataclasses.asdict(cfg), "data": dataclasses.asdict(data),
+             "probe": dataclasses.asdict(probe), "store": store.path, "checkpoint": res.backbone_dir,
+             "status": res.status, "reason": res.reason}, indent=1, default=str))
+        artifacts.append(str(Path(tmp, "trial_config.json")))
+        artifacts += _curves(client, run_id, tmp, key, res)
+        if res.status == "failed":
+            tracking.log_final(client, run_id, final, artifacts, status="failed")
+            raise RuntimeError(f"trial {trial_id} failed in training: {res.reason}")
+        if do_probe and res.status in ("finished", "diverged") and res.backbone_dir:
+            gpus = min(1.0, cfg.gpus_per_worker) if cfg.gpus_per_worker > 0 else 0.0
+            metrics, probe_artifacts = run_probe_task({"checkpoint": res.backbone_dir}, str(soccer_npz),
+                                                      str(basketball_npz), probe, str(Path(tmp) / "probe"),
+                                                      gpus=gpus, title=key)
+            final.update(metrics)
+            artifacts += probe_artifacts
+        tracking.log_final(client, run_id, final, artifacts, status=res.status, step=res.steps)
+    final.update({"status": res.status, "mlflow_run_id": run_id, "checkpoint": res.backbone_dir})
+    return final
+
+
+def _curves(client, run_id: str, tmp: str, title: str, res) -> list[str]:
+    """The training curves as a picture (people look before they read)."""
+    from sportray import panels
+
+    names = ("train/loss", "train/inv", "train/sigreg", "train/grad_norm", "train/rel_dist_init", "train/lr")
+    history = {}
+    for n in names:
+        hist = client.get_metric_history(run_id, n)
+        if hist:
+            history[n] = sorted((m.step, m.value) for m in hist)
+    if not history:
+        return []
+    path = Path(tmp) / "training_curves.png"
+    diverged_at = res.steps if res.status == "diverged" else None
+    return [str(panels.training_curves(history, path, title=title, diverged_step=diverged_at))]
+
+
+def _finished_metrics(client, run_id: str) -> dict | None:
+    run = client.get_run(run_id)
+    status = run.data.tags.get("sportray.status")
+    if status in ("finished", "diverged") and (
+            "basketball_iou" in run.data.metrics or status == "diverged"):
+        out = dict(run.data.metrics)
+        out.update({"status": status, "mlflow_run_id": run_id})
+        return out
+    return None
+
+
+# ----------------------------------------------------------------------------- references
+
+def run_reference(reference: str, *, data: DataConfig, probe: ProbeConfig, tracking_uri: str,
+                  experiment: str, parent_run_id: str | None = None, weights: str = "",
+                  model: str = "vit_small", seed: int = 0, gpus: float = 0.0) -> dict:
+    """The floor (random init) or the bar (frozen DINOv3) as a run of its own."""
+    from sportray import tracking
+    from sportray.data.defaults import probe_sets
+
+    if reference == "dinov3" and not weights:
+        raise FileNotFoundError("the frozen-DINOv3 bar is unavailable: no weights file given. Pass "
+                                "--weights PATH (a DINOv3 ViT-S/16 checkpoint); sportray never downloads "
+                                "weights and never substitutes a random model for the bar")
+    if reference == "dinov3" and not Path(weights).is_file():
+        raise FileNotFoundError(f"--weights {weights}: file does not exist")
+    client = tracking.connect(tracking_uri)
+    exp_id = tracking.experiment_id(client, experiment)
+    params = {"reference": reference, "model": "vit_small_patch16_dinov3" if reference == "dinov3" else model,
+              "seed": seed, "weights": weights}
+    run_id = tracking.reference_run(client, exp_id, parent_run_id, reference, params)
+    done = _finished_metrics(client, run_id)
+    if done is not None:
+        return done
+    soccer_npz, basketball_npz = probe_sets(data)
+    source = {"reference": reference, "model": model, "seed": seed, "weights": weights}
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics, artifacts = run_probe_task(source, str(soccer_npz), str(basketball_npz), probe,
+                                            str(Path(tmp) / "probe"), gpus=gpus, title=f"reference {reference}")
+        tracking.log_final(client, run_id, metrics, artifacts, status="finished")
+    metrics.update({"status": "finished", "mlflow_run_id": run_id})
+    return metrics

@@ -1,0 +1,176 @@
+"""sportray.tracking against a temporary sqlite MLflow store (one store per module: fast)."""
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+import pytest
+
+from mlflow.entities import ViewType
+
+from sportray import tracking as T
+from sportray.config import PretrainConfig, flatten
+
+
+def fresh_store(tmp_path_factory, name: str) -> str:
+    """sqlite URI of a new MLflow store; the schema migration (~8 s) runs once per session
+    into a template file that later stores copy."""
+    import shutil
+    template = tmp_path_factory.getbasetemp() / "mlflow-template.db"
+    if not template.exists():
+        T.connect(f"sqlite:///{template}")
+    d = tmp_path_factory.mktemp(name)
+    shutil.copyfile(template, d / "mlflow.db")
+    return f"sqlite:///{d}/mlflow.db"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    return T.connect(fresh_store(tmp_path_factory, "mlflow"))
+
+
+@pytest.fixture
+def exp(client, tmp_path):
+    """A fresh experiment per test (artifacts under tmp, not the working dir)."""
+    return T.experiment_id(client, f"t-{uuid.uuid4().hex[:8]}", artifact_location=str(tmp_path / "art"))
+
+
+def _runs(client, exp):
+    return client.search_runs([exp], run_view_type=ViewType.ALL, max_results=1000)
+
+
+def test_connect_unreachable_fails_fast_with_fix():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    uri = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    with pytest.raises(T.TrackingError) as ei:
+        T.connect(uri)
+    elapsed = time.monotonic() - t0
+    msg = str(ei.value)
+    assert elapsed < 15, elapsed
+    assert uri in msg and "--tracking-uri" in msg and "MLFLOW_TRACKING_URI" in msg
+
+
+def test_experiment_get_or_create(client):
+    name = f"exp-{uuid.uuid4().hex[:8]}"
+    a = T.experiment_id(client, name)
+    assert T.experiment_id(client, name) == a
+
+
+def test_parent_reused_by_sweep_dir(client, exp, tmp_path):
+    d1, d2 = tmp_path / "sweepA", tmp_path / "sweepB"
+    p1 = T.parent_run(client, exp, "scratch_views", d1, {"num_samples": 4})
+    T.set_status(client, p1, "failed")  # the sweep died
+    p1b = T.parent_run(client, exp, "scratch_views", str(d1), {"num_samples": 4})  # resumed
+    p2 = T.parent_run(client, exp, "scratch_views", d2, {"num_samples": 4})
+    assert p1 == p1b and p1 != p2
+    assert len(_runs(client, exp)) == 2
+    run = client.get_run(p1)
+    assert run.data.tags[T.TAG_KIND] == "sweep" and run.data.tags[T.TAG_SWEEP] == "scratch_views"
+    assert run.data.tags[T.TAG_SWEEP_DIR] == str(d1.resolve())
+    assert run.data.tags[T.TAG_STATUS] == "running" and run.info.status == "RUNNING"
+
+
+def test_trial_run_idempotent(client, exp, tmp_path):
+    parent = T.parent_run(client, exp, "s", tmp_path / "sw", {})
+    cfg = PretrainConfig(steps=200, clip=1.0, seed=1)
+    key = T.config_key(cfg)
+    params = flatten(cfg)
+    a = T.trial_run(client, exp, parent, "trial_00001", key, params, seed=1)
+    b = T.trial_run(client, exp, parent, "trial_00001", key, params, seed=1)  # retried trial
+    other = T.trial_run(client, exp, parent, "trial_00002", key, flatten(PretrainConfig(seed=2)), seed=2)
+    assert a == b != other
+    runs = [r for r in _runs(client, exp) if r.data.tags.get(T.TAG_KIND) == "trial"]
+    assert len(runs) == 2
+    run = client.get_run(a)
+    assert run.data.tags[T.TAG_PARENT] == parent
+    assert run.data.tags[T.TAG_TRIAL_ID] == "trial_00001"
+    assert run.data.tags[T.TAG_CONFIG_KEY] == key == "scratch 2x224+6x96 steps=200 clip=1.0"
+    assert run.info.run_name == "scratch 2x224+6x96 steps=200 clip=1.0 s1"
+    assert run.data.params["lr"] == "0.0005" and run.data.params["steps"] == "200"
+    assert run.data.params["seed"] == "1"
+    # a changed value is never written over the first one; the conflict is visible as a tag
+    T.trial_run(client, exp, parent, "trial_00001", key, {**params, "lr": 0.1, "extra": 3}, seed=1)
+    run = client.get_run(a)
+    assert run.data.params["lr"] == "0.0005" and run.data.params["extra"] == "3"
+    assert run.data.tags["sportray.param_conflict.lr"] == "0.1"
+    with pytest.raises(ValueError, match="seed"):  # params and seed must agree
+        T.trial_run(client, exp, parent, "trial_00003", key, params, seed=5)
+
+
+def test_step_logger_resume_no_duplicate_steps(client, exp, tmp_path):
+    parent = T.parent_run(client, exp, "s", tmp_path / "sw", {})
+    run = T.trial_run(client, exp, parent, "t0", "k", {}, seed=0)
+    lg = T.StepLogger(client, run, flush_every=7)
+    for s in range(1, 11):
+        lg.log(s, {"train/loss": 10.0 - s * 0.1, "train/lr": 1e-3})
+    lg.flush()
+    # worker restarted from a checkpoint at step 5: steps 6..10 are trained again
+    with T.StepLogger(client, run) as lg2:
+        assert lg2.resume_step == 10
+        for s in range(6, 16):
+            lg2.log(s, {"train/loss": 20.0 + s, "train/lr": 1e-3})
+        lg2.log(15, {"train/loss": 99.0})  # same step twice in one logger: dropped
+    for key in ("train/loss", "train/lr"):
+        steps = sorted(m.step for m in client.get_metric_history(run, key))
+        assert steps == list(range(1, 16)), (key, steps)
+    hist = {m.step: m.value for m in client.get_metric_history(run, "train/loss")}
+    assert hist[8] == pytest.approx(9.2)   # the first values of a re-run step stay
+    assert hist[12] == pytest.approx(32.0)
+
+
+def test_status_and_final(client, exp, tmp_path):
+    parent = T.parent_run(client, exp, "s", tmp_path / "sw", {})
+    art = tmp_path / "panel.txt"
+    art.write_text("x")
+    a = T.trial_run(client, exp, parent, "ok", "k", {}, seed=0)
+    T.log_final(client, a, {"basketball_iou": 0.5, "diverged": 0, "final_loss": None}, [art], "finished")
+    b = T.trial_run(client, exp, parent, "bad", "k", {}, seed=1)
+    T.log_final(client, b, {"diverged": 1, "diverged_step": 123}, [], "diverged")
+    c = T.trial_run(client, exp, parent, "crash", "k", {}, seed=2)
+    T.set_status(client, c, "failed")
+    ra, rb, rc = (client.get_run(x) for x in (a, b, c))
+    assert ra.info.status == "FINISHED" and ra.data.tags[T.TAG_STATUS] == "finished"
+    assert ra.data.metrics["basketball_iou"] == 0.5 and "final_loss" not in ra.data.metrics
+    assert [f.path for f in client.list_artifacts(a)] == ["panel.txt"]
+    assert rb.info.status == "FINISHED" and rb.data.tags[T.TAG_STATUS] == "diverged"
+    assert "step 123" in rb.data.tags[T.TAG_NOTE]
+    assert rc.info.status == "FAILED" and rc.data.tags[T.TAG_STATUS] == "failed"
+    # the UI filter the docs promise finds exactly the diverged trial
+    hits = client.search_runs([exp], "tags.`sportray.status` = 'diverged'")
+    assert [r.info.run_id for r in hits] == [b]
+    with pytest.raises(ValueError):
+        T.set_status(client, a, "done")
+
+
+def test_reference_run_idempotent(client, exp, tmp_path):
+    parent = T.parent_run(client, exp, "s", tmp_path / "sw", {})
+    a = T.reference_run(client, exp, parent, "dinov3", {"weights": "x.pth"})
+    assert T.reference_run(client, exp, parent, "dinov3", {"weights": "x.pth"}) == a
+    standalone = T.reference_run(client, exp, None, "dinov3", {})
+    rnd = T.reference_run(client, exp, parent, "random", {})
+    assert len({a, standalone, rnd}) == 3
+    assert T.reference_run(client, exp, None, "dinov3", {}) == standalone
+    r = client.get_run(a)
+    assert r.data.params["arm"] == "reference" and r.data.params["steps"] == "0"
+    assert r.data.tags[T.TAG_KIND] == "reference" and r.data.tags[T.TAG_REFERENCE] == "dinov3"
+    with pytest.raises(ValueError):
+        T.reference_run(client, exp, parent, "imagenet", {})
+
+
+def test_config_key_and_run_name():
+    cfg = PretrainConfig(steps=200, clip=1.0, seed=7, workers=1, log_every=3)
+    assert T.config_key(cfg) == "scratch 2x224+6x96 steps=200 clip=1.0"
+    assert T.config_key(cfg, vary=["lr"]) == "scratch 2x224+6x96 steps=200 clip=1.0 lr=0.0005"
+    # from MLflow params (strings) the same key comes back; the seed never matters
+    as_params = {k: str(v) for k, v in flatten(PretrainConfig(steps=200, clip=1.0, seed=3)).items()}
+    assert T.config_key(as_params) == T.config_key(cfg)
+    assert T.config_key(PretrainConfig(views="6x224", steps=100, lr=1e-3)) == \
+        "scratch 6x224 steps=100 clip=off lr=0.001"
+    assert T.config_key(PretrainConfig(arm="lora", base="/w/dinov3_vits16.pth")) == \
+        "lora 2x224+6x96 steps=50 clip=off base=dinov3_vits16.pth"
+    assert T.run_name("scratch 6x224 steps=100 clip=off", 2) == "scratch 6x224 steps=100 clip=off s2"
