@@ -61,6 +61,7 @@ from sportray.config import SOCCER_CLASSES, TILES, ProbeConfig
 PROBE_MIN_STEPS = 300
 PROBE_MAX_STEPS = 3000
 THRESHOLD = 0.5
+TOKEN_LEVEL = False
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -496,7 +497,11 @@ def probe_basketball(features: torch.Tensor | np.ndarray, tiles: np.ndarray, spl
     if pos_weight == "balanced":
         pos = float(y[tr].sum())
         pos_weight = (y[tr].numel() - pos) / max(pos, 1.0)
-    heads = _fit_heads(x, y, tr, 1, "bce", cfg, dev, pos_weight=pos_weight,
+    if TOKEN_LEVEL:
+        heads = _fit_heads(x.reshape(-1, d), y.reshape(-1), (tr[:, None] * t + np.arange(t)).ravel(), 1, "bce", cfg, dev,
+                           pos_weight=pos_weight, min_steps=min_steps, max_steps=max_steps)
+    else:
+      heads = _fit_heads(x, y, tr, 1, "bce", cfg, dev, pos_weight=pos_weight,
                        min_steps=min_steps, max_steps=max_steps)
 
     true_va = tiles[va].reshape(len(va), side, side) > 0

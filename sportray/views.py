@@ -17,8 +17,8 @@ Deliberate differences from torchvision, each for speed on the device:
     crops shrink by >= 1.5x is supersampled (2x, 3x or 4x) and average-pooled, a cheap antialias;
   - the four jitter operations run in one random order per group and call (torchvision draws an
     order per image); non-jittered images get identity factors instead of being skipped;
-  - blur runs on every image of the group with a per-image kernel (a delta kernel when not blurred),
-    13 taps (+-3 sigma at sigma 2) with reflect padding, so shapes stay static.
+  - blur: a per-image separable kernel, 13 taps (+-3 sigma at sigma 2), reflect padding, run on the
+    selected images only (banded matmuls on a GPU, a depthwise convolution on the CPU).
 All random numbers come from ``generator`` (drawn on the generator's device, so a CPU generator
 gives the same views on CPU and GPU up to float round-off) in a fixed number of draws: same
 generator state, same views.
@@ -133,21 +133,56 @@ def adjust_hue(x, f):
     return maxc - cr * k
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur with one sigma per image; images with apply=False are unchanged
-    (delta kernel). Reflect padding, _BLUR_TAPS taps."""
+def _blur_kernels(sigma: torch.Tensor, dtype) -> torch.Tensor:
+    half = _BLUR_TAPS // 2
+    t = torch.arange(-half, half + 1, device=sigma.device, dtype=dtype)
+    k = torch.exp(-0.5 * (t / sigma.to(dtype).view(-1, 1)) ** 2)
+    return k / k.sum(dim=1, keepdim=True)                              # (n, taps)
+
+
+def _blur_conv(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable blur as a depthwise convolution (one kernel per image); fast on the CPU."""
     n, c, h, w = x.shape
     half = _BLUR_TAPS // 2
-    t = torch.arange(-half, half + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-0.5 * (t / sigma.view(-1, 1)) ** 2)
-    k = k / k.sum(dim=1, keepdim=True)
-    delta = (t == 0).to(x.dtype).expand_as(k)
-    k = torch.where(apply.view(-1, 1), k, delta)                      # (n, taps)
-    k = k.repeat_interleave(c, dim=0)                                  # (n*c, taps)
+    k = _blur_kernels(sigma, x.dtype).repeat_interleave(c, dim=0)      # (n*c, taps)
     y = x.reshape(1, n * c, h, w)
     y = F.conv2d(F.pad(y, (half, half, 0, 0), mode="reflect"), k.view(n * c, 1, 1, -1), groups=n * c)
     y = F.conv2d(F.pad(y, (0, 0, half, half), mode="reflect"), k.view(n * c, 1, -1, 1), groups=n * c)
     return y.view(n, c, h, w)
+
+
+def _blur_matrix(size: int, k: torch.Tensor) -> torch.Tensor:
+    """(n, size, size) banded matrices M with (M @ v) = v blurred by k with reflect padding."""
+    n, taps = k.shape
+    half = taps // 2
+    i = torch.arange(size, device=k.device).view(size, 1)
+    j = (i + torch.arange(-half, half + 1, device=k.device).view(1, taps)).abs()
+    j = torch.where(j > size - 1, 2 * (size - 1) - j, j)
+    m = torch.zeros(n, size, size, device=k.device, dtype=k.dtype)
+    return m.scatter_add_(2, j.expand(n, size, taps), k.view(n, 1, taps).expand(n, size, taps))
+
+
+def _blur_matmul(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable blur as two batched matmuls with banded matrices; on a GPU this beats the
+    depthwise convolution (~4x on an H100) and needs no padded copy."""
+    n, c, h, w = x.shape
+    k = _blur_kernels(sigma, x.dtype)
+    mh = _blur_matrix(h, k).unsqueeze(1)
+    mw = mh if w == h else _blur_matrix(w, k).unsqueeze(1)
+    return torch.matmul(torch.matmul(mh, x), mw.transpose(-1, -2))
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
+    """Blur images where `apply` (bool (n,)) with their own sigma (n,), reflect padding,
+    _BLUR_TAPS taps; the other images are returned unchanged. Only the selected images are
+    processed; keep `apply` on the CPU to avoid a device sync for the selection."""
+    idx = apply.nonzero().squeeze(1).to(x.device)
+    if idx.numel() == 0:
+        return x
+    sub = x.index_select(0, idx)
+    sig = sigma.to(x.device).index_select(0, idx)
+    blurred = _blur_matmul(sub, sig) if x.is_cuda else _blur_conv(sub, sig)
+    return x.index_copy(0, idx, blurred)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +276,7 @@ def _augment_group(x: torch.Tensor, count: int, size: int, scale, aug: Augment, 
     for i in order:
         v = ops[i](v)
     v = torch.where(_col(gray.to(dev)), _gray(v).expand_as(v), v)
-    v = gaussian_blur(v, sigma.to(device=dev, dtype=v.dtype), blur.to(dev))
+    v = gaussian_blur(v, sigma, blur)                # mask stays on the generator's device
     v = torch.where(_col(sol.to(dev)) & (v >= aug.solarize_threshold), 1.0 - v, v)
     return _normalize_(v).view(count, B, 3, size, size)
 

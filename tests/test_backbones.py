@@ -68,6 +68,8 @@ def test_lora_count_vit_small():
     assert not any("patch_embed" in n for n in names)         # the regex keeps the conv out
     with torch.no_grad():
         assert bb(torch.randn(1, 3, 96, 96)).shape == (1, 384)
+        with torch.autocast("cpu", dtype=torch.bfloat16):     # fp32 adapters under autocast
+            assert bb(torch.randn(1, 3, 32, 32)).dtype == torch.bfloat16
 
 
 def test_lora_count_dinov3_architecture():
@@ -114,7 +116,11 @@ def _to_meta_format(sd):
 
 def test_dinov3_loads_meta_and_timm_layouts(tmp_path):
     src = build_backbone("dinov3_vits16", seed=3).eval()
-    sd = {k: v for k, v in src.model.state_dict().items() if "rope" not in k}
+    with torch.no_grad():          # fp16-exact weights, so the files can be fp16 (half the disk I/O)
+        for p in src.parameters():
+            p.copy_(p.half().float())
+    sd = {k: v.half() if v.is_floating_point() else v
+          for k, v in src.model.state_dict().items() if "rope" not in k}
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = src.patch_tokens(x)

@@ -24,6 +24,7 @@ pixels, i.e. the covered fraction of the tile's footprint, is >= TILE_COVER_MIN 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,7 +206,9 @@ def decode_segmentation(seg, height: int, width: int, where: str | Path = "<segm
             if not polys:
                 return np.zeros((height, width), bool)
             rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
-        m = mask_utils.decode(rle)
+        with warnings.catch_warnings():   # pycocotools' own NumPy 2 copy= deprecation, harmless
+            warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+            m = mask_utils.decode(rle)
     except DataError:
         raise
     except Exception as exc:  # pycocotools raises TypeError/ValueError/... on bad input

@@ -246,7 +246,7 @@ def build_store(sources: list[Source], out: str | Path | None, every_s: float = 
     error_dir = tmp / "_errors"
     ds, bad = decoded_dataset(sources, every_s, error_dir=str(error_dir))
     ds = ds.random_shuffle(seed=seed)
-    ds.write_parquet(str(tmp / "data"), min_rows_per_file=512)
+    ds.write_parquet(str(tmp / "data"), min_rows_per_file=512, compression="zstd")
     if error_dir.exists():
         bad += [json.loads(p.read_text()) for p in sorted(error_dir.glob("*.json"))]
         shutil.rmtree(error_dir)
@@ -271,7 +271,7 @@ def read_store(path: str | Path, max_frames: int = 0):
     import ray
 
     check_store(path)
-    ds = ray.data.read_parquet(str(Path(path) / "data"), columns=["frame"])
+    ds = ray.data.read_parquet(str(Path(path) / "data")).select_columns(["frame"])
     if max_frames:
         ds = ds.limit(max_frames)
     return ds

@@ -118,9 +118,7 @@ def _load_basketball_item(sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from sportray.data.video import resize_to
 
     image = resize_to(img, PROBE_SIZE, PROBE_SIZE)
-    mask224 = resize_to(np.repeat(mask[..., None].astype(np.uint8) * 255, 3, axis=2),
-                        PROBE_SIZE, PROBE_SIZE)[..., 0] >= 128
-    return image, mask224, deepsportradar.tile_labels(mask)
+    return image, deepsportradar.resize_mask(mask), deepsportradar.tile_labels(mask)
 
 
 def build_basketball(root: str | Path, out_dir: str | Path, test_arenas: str = "",

@@ -124,12 +124,13 @@ def decode_at(path: str | Path, times_s: list[float], short_side: int | None = N
         last_t = -1.0
         while i < len(times):
             target = times[i]
-            # Seek only when the next sample is far ahead; otherwise decoding forward is cheaper.
-            if target - last_t > 2.0 or last_t < 0:
-                container.seek(int(max(0.0, target - 0.5) / tb), stream=stream, backward=True,
-                               any_frame=False)
             found = False
             try:
+                # Seek only when the next sample is far ahead; otherwise decoding forward is cheaper.
+                # (Inside the try: a seek into a damaged file raises too, and must name the file.)
+                if target - last_t > 2.0 or last_t < 0:
+                    container.seek(int(max(0.0, target - 0.5) / tb), stream=stream, backward=True,
+                                   any_frame=False)
                 for frame in container.decode(stream):
                     if frame.pts is None:
                         continue
