@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 __all__ = [
-    "Backbone", "ARCHS", "LORA_TARGET_MODULES", "WeightsError", "CheckpointError",
+    "Backbone", "ARCHS", "LORA_TARGET_MODULES", "WeightsError", "MissingWeightsError", "CheckpointError",
     "build_backbone", "load_dinov3", "add_lora", "count_trainable",
     "save_checkpoint", "load_checkpoint", "merged_state_dict",
 ]

@@ -39,6 +39,15 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
 
 
+def absolute_tracking_uri(uri: str) -> str:
+    """sqlite:///mlflow.db -> sqlite:////abs/cwd/mlflow.db. Ray workers run in other working
+    directories, so a relative sqlite path must be pinned to the user's directory first."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
 _VIEW_GROUP = re.compile(r"^([1-9]\d*)x([1-9]\d*)$")
 
 

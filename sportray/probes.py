@@ -54,14 +54,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sportray.config import SOCCER_CLASSES, TILES, ProbeConfig
 
-PROBE_MIN_STEPS = 300
-PROBE_MAX_STEPS = 3000
+PROBE_MIN_STEPS = 1000
+PROBE_MAX_STEPS = 2000
 THRESHOLD = 0.5
-TOKEN_LEVEL = False
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -298,12 +296,12 @@ def _standardizer(x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, to
     total = torch.zeros(d, dtype=torch.float64)
     total_sq = torch.zeros(d, dtype=torch.float64)
     per_row = int(np.prod(x.shape[1:-1], dtype=np.int64))
-    step = max(1, 262144 // per_row)
+    step = max(1, 16384 // per_row)         # ~25 MB chunks: no large temporaries
     m = 0
     for s in range(0, len(rows), step):
-        xb = x.index_select(0, rows[s:s + step]).reshape(-1, d).to(torch.float64)
-        total += xb.sum(0)
-        total_sq += (xb * xb).sum(0)
+        xb = x.index_select(0, rows[s:s + step]).reshape(-1, d)
+        total += xb.sum(0).double()          # float32 within a chunk, float64 across chunks
+        total_sq += (xb * xb).sum(0).double()
         m += xb.shape[0]
     m = max(m, 1)
     mean = total / m
@@ -313,22 +311,27 @@ def _standardizer(x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, to
     return mean.float(), std.float()
 
 
-class _SkinnyMatmul(torch.autograd.Function):
-    """x (M, D) @ w (D, K) for M >> D >> K, with the weight gradient computed as (g^T x)^T.
+def _logit_grads(z: torch.Tensor, yb: torch.Tensor, loss: str, pw: float | None,
+                 class_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """d(sum of per-sample losses)/dz for logits z (M, L, C), and each sample's weight (M,).
 
-    Autograd's default x^T @ g is a transposed skinny GEMM that runs ~5x slower on CPU
-    (measured: 175 ms vs 36 ms for 50 k x 384 tokens); x never needs a gradient (frozen features).
+    Written out by hand (BCE: sigma(z) - y, scaled by pos_weight on positives; CE: softmax - onehot,
+    scaled by the class weight) so a step can stream over cache-sized chunks of tokens; the
+    caller divides by the summed weight of the whole minibatch (= mean reduction).
     """
-
-    @staticmethod
-    def forward(ctx, x, w):
-        ctx.save_for_backward(x)
-        return x @ w
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return None, (g.t().contiguous() @ x).t()
+    if loss == "bce":
+        y = yb.to(z.dtype)[:, None]
+        p = torch.sigmoid(z[..., 0])
+        if pw is None:
+            dz = p - y
+        else:
+            dz = (pw * y + 1 - y) * p - pw * y
+        return dz[..., None], torch.ones_like(y[:, 0])
+    yl = yb.long()
+    dz = torch.softmax(z, dim=-1)
+    dz[torch.arange(len(yl), device=z.device), :, yl] -= 1.0
+    sw = class_weight[yl] if class_weight is not None else torch.ones(len(yl), device=z.device, dtype=z.dtype)
+    return dz * sw[:, None, None], sw
 
 
 def _fit_heads(x: torch.Tensor, y: torch.Tensor, rows: np.ndarray, n_out: int, loss: str, cfg: ProbeConfig,
@@ -339,7 +342,10 @@ def _fit_heads(x: torch.Tensor, y: torch.Tensor, rows: np.ndarray, n_out: int, l
 
     A row is the shuffling unit (a frame of T tokens for basketball, an event for soccer).
     Minibatches are gathered from x by index, so the train split is never copied as a whole
-    (8,000 basketball frames are 2.4 GB). Returns the heads with the standardization folded in
+    (8,000 basketball frames are 2.4 GB). The gradient is computed by hand, streaming over
+    chunks of the minibatch that stay in cache on the CPU (one read of each token instead of the
+    gather + forward + backward passes of autograd: ~3x faster on CPU, identical on GPU where
+    the whole minibatch is one chunk). Returns the heads with the standardization folded in
     (they take raw features).
     """
     lrs = tuple(float(v) for v in cfg.lrs)
@@ -349,18 +355,21 @@ def _fit_heads(x: torch.Tensor, y: torch.Tensor, rows: np.ndarray, n_out: int, l
     g, d = len(rows), x.shape[-1]
     if g == 0:
         raise ValueError("probe training split is empty")
-    n_heads = len(lrs)
+    n_heads, k = len(lrs), len(lrs) * n_out
+    per_row = int(np.prod(x.shape[1:-1], dtype=np.int64))     # tokens per row (196 or 1)
     mean, std = _standardizer(x, rows)
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    if device.type == "cuda":
+    cuda = device.type == "cuda"
+    if cuda:
         x, y = x.to(device), y.to(device)
-    mean, std = mean.to(device), std.to(device)
+    inv_std = (1.0 / std).to(device)
+    shift = (mean / std).to(device)
     if class_weight is not None:
         class_weight = class_weight.to(device)
-    pw = None if pos_weight is None else torch.tensor(float(pos_weight), device=device)
+    pw = None if pos_weight is None else float(pos_weight)
 
-    weights = [torch.zeros(d, n_out, device=device, requires_grad=True) for _ in lrs]
-    biases = [torch.zeros(n_out, device=device, requires_grad=True) for _ in lrs]
+    weights = [torch.zeros(d, n_out, device=device) for _ in lrs]
+    biases = [torch.zeros(n_out, device=device) for _ in lrs]
     groups = []
     for lr, w, b in zip(lrs, weights, biases):
         groups.append({"params": [w], "lr": lr, "weight_decay": float(cfg.weight_decay)})
@@ -371,16 +380,15 @@ def _fit_heads(x: torch.Tensor, y: torch.Tensor, rows: np.ndarray, n_out: int, l
     steps_per_epoch = math.ceil(g / batch)
     total = int(min(max(int(cfg.epochs) * steps_per_epoch, min_steps), max_steps))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    inv_std = 1.0 / std
-    shift = mean * inv_std
 
-    def effective():
-        w = torch.stack(weights) * inv_std[None, :, None]          # (L, D, C)
-        b = torch.stack(biases) - torch.einsum("d,ldc->lc", shift, torch.stack(weights))
-        return w, b
+    def effective() -> tuple[torch.Tensor, torch.Tensor]:
+        """Heads on raw features: W' = W / std, b' = b - (mean / std) W (standardization folded in)."""
+        w = torch.stack(weights)                                    # (L, D, C)
+        return w * inv_std[None, :, None], torch.stack(biases) - torch.einsum("d,ldc->lc", shift, w)
 
-    # One reused gather buffer: a fresh 77 MB tensor per step costs ~10x the copy in page faults.
-    buf = torch.empty((batch, *x.shape[1:]), dtype=torch.float32, device=x.device)
+    # Chunk: the whole minibatch on GPU (one kernel each); ~2 MB of tokens on CPU (stays in cache).
+    chunk_rows = batch if cuda else max(1, (2 << 20) // (per_row * d * 4))
+    buf = torch.empty((min(chunk_rows, batch), *x.shape[1:]), dtype=torch.float32, device=x.device)
     step = 0
     while step < total:
         order = torch.randperm(g, generator=gen)
@@ -388,28 +396,34 @@ def _fit_heads(x: torch.Tensor, y: torch.Tensor, rows: np.ndarray, n_out: int, l
             if step >= total:
                 break
             idx = rows[order[s:s + batch]].to(x.device)
-            xb = torch.index_select(x, 0, idx, out=buf[:len(idx)]).view(-1, d).to(device, non_blocking=True)
-            yb = y.index_select(0, idx).reshape(-1).to(device, non_blocking=True)
-            w, b = effective()
-            wm = w.permute(1, 0, 2).reshape(d, n_heads * n_out)
-            out = _SkinnyMatmul.apply(xb, wm).view(-1, n_heads, n_out) + b
-            if loss == "bce":
-                target = yb.float()[:, None].expand(-1, n_heads)
-                per = F.binary_cross_entropy_with_logits(out[..., 0], target, pos_weight=pw, reduction="none")
-                value = per.mean(0).sum()  # sum over heads: each head gets its own gradient
-            else:
-                target = yb.long()[:, None].expand(-1, n_heads)
-                per = F.cross_entropy(out.permute(0, 2, 1), target, weight=class_weight, reduction="none")
-                denom = class_weight[yb.long()].sum() if class_weight is not None else per.new_tensor(per.shape[0])
-                value = per.sum(0).div(denom.clamp_min(1e-12)).sum()
-            opt.zero_grad(set_to_none=True)
-            value.backward()
+            w_eff, b_eff = effective()
+            wm = w_eff.permute(1, 0, 2).reshape(d, k)
+            g_w = torch.zeros(k, d, device=device)                  # d loss / d W' (transposed)
+            g_b = torch.zeros(n_heads, n_out, device=device)
+            weight_sum = torch.zeros((), device=device)
+            for c in range(0, len(idx), chunk_rows):
+                sub = idx[c:c + chunk_rows]
+                xb = torch.index_select(x, 0, sub, out=buf[:len(sub)]).view(-1, d)
+                yb = y.index_select(0, sub).reshape(-1)
+                z = (xb @ wm).view(-1, n_heads, n_out) + b_eff
+                dz, sw = _logit_grads(z, yb, loss, pw, class_weight)
+                dz = dz.reshape(-1, k)
+                g_w += dz.t() @ xb                                  # (K, M) @ (M, D): the fast GEMM form
+                g_b += dz.sum(0).view(n_heads, n_out)
+                weight_sum += sw.sum()
+            scale = 1.0 / weight_sum.clamp_min(1e-12)
+            g_w = (g_w * scale).view(n_heads, n_out, d).permute(0, 2, 1)    # (L, D, C)
+            g_b = g_b * scale
+            # chain rule through the folding: dW = dW' / std - (mean / std) (x) db'
+            g_raw = g_w * inv_std[None, :, None] - shift[None, :, None] * g_b[:, None, :]
+            for li in range(n_heads):
+                weights[li].grad = g_raw[li].contiguous()
+                biases[li].grad = g_b[li].contiguous()
             opt.step()
             sched.step()
             step += 1
-    with torch.no_grad():
-        w, b = effective()
-    return LinearHeads(weight=w.detach(), bias=b.detach(), lrs=lrs)
+    w_eff, b_eff = effective()
+    return LinearHeads(weight=w_eff.clone(), bias=b_eff.clone(), lrs=lrs)
 
 
 def _split_indices(split: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -497,11 +511,7 @@ def probe_basketball(features: torch.Tensor | np.ndarray, tiles: np.ndarray, spl
     if pos_weight == "balanced":
         pos = float(y[tr].sum())
         pos_weight = (y[tr].numel() - pos) / max(pos, 1.0)
-    if TOKEN_LEVEL:
-        heads = _fit_heads(x.reshape(-1, d), y.reshape(-1), (tr[:, None] * t + np.arange(t)).ravel(), 1, "bce", cfg, dev,
-                           pos_weight=pos_weight, min_steps=min_steps, max_steps=max_steps)
-    else:
-      heads = _fit_heads(x, y, tr, 1, "bce", cfg, dev, pos_weight=pos_weight,
+    heads = _fit_heads(x, y, tr, 1, "bce", cfg, dev, pos_weight=pos_weight,
                        min_steps=min_steps, max_steps=max_steps)
 
     true_va = tiles[va].reshape(len(va), side, side) > 0

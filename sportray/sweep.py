@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from sportray.config import ConfigError, DataConfig, PretrainConfig, ProbeConfig, default_tracking_uri
+from sportray.config import (ConfigError, DataConfig, PretrainConfig, ProbeConfig, absolute_tracking_uri,
+                             default_tracking_uri)
 
 # Intermediate results come from Ray Train (train/loss...), the probe metric only at the end.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -57,11 +58,13 @@ def _trainable(config: dict, ctx: dict) -> None:
 
     from sportray.trial import run_trial
 
-    overrides = {k: v for k, v in config.items() if not k.startswith("__")}
+    # Space keys are PretrainConfig fields, or "data.<field>" for DataConfig (e.g. data.max_frames).
+    overrides = {k: v for k, v in config.items() if not k.startswith("__") and not k.startswith("data.")}
+    data_overrides = {k[5:]: v for k, v in config.items() if k.startswith("data.")}
     seed = ctx["seeds"][int(config.get("__trial_index__", 0)) % len(ctx["seeds"])]
     cfg = PretrainConfig(**{**ctx["pretrain"], **overrides, "seed": seed})
     trial_id = ray.tune.get_context().get_trial_id()
-    metrics = run_trial(cfg, DataConfig(**ctx["data"]), ProbeConfig(**ctx["probe"]),
+    metrics = run_trial(cfg, DataConfig(**{**ctx["data"], **data_overrides}), ProbeConfig(**ctx["probe"]),
                         tracking_uri=ctx["tracking_uri"], experiment=ctx["experiment"],
                         parent_run_id=ctx["parent_run_id"], trial_id=trial_id,
                         storage=ctx["storage"], in_tune=True)
@@ -116,7 +119,7 @@ def max_concurrent(pretrain: PretrainConfig) -> int:
     res = ray.cluster_resources()
     if pretrain.gpus_per_worker > 0:
         return max(1, int(res.get("GPU", 0) // (pretrain.gpus_per_worker * pretrain.workers)))
-    spare = res.get("CPU", 1) - 1.0  # Ray Data's read tasks need a core of their own
+    spare = res.get("CPU", 1) - 0.3  # room for Ray Data's read tasks (0.25 CPU each)
     return max(1, int(spare // (pretrain.cpus_per_worker * pretrain.workers)))
 
 
@@ -134,7 +137,7 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
     from sportray.trial import run_reference, say
 
     preset = spec.presets[preset_name]
-    tracking_uri = tracking_uri or default_tracking_uri()
+    tracking_uri = absolute_tracking_uri(tracking_uri or default_tracking_uri())
     pretrain = PretrainConfig(**{**preset.pretrain, **(overrides or {})}).validate()
     data = DataConfig(**{**preset.data, **(data_overrides or {})})
     probe = ProbeConfig(**preset.probe)

@@ -124,9 +124,9 @@ def connect(tracking_uri: str | None = None, *, timeout_s: float = 5.0) -> Mlflo
 
     Raises TrackingError naming the URI and the fix (--tracking-uri / MLFLOW_TRACKING_URI).
     """
-    from sportray.config import default_tracking_uri
+    from sportray.config import absolute_tracking_uri, default_tracking_uri
 
-    uri = tracking_uri or default_tracking_uri()
+    uri = absolute_tracking_uri(tracking_uri or default_tracking_uri())
     try:
         client = MlflowClient(tracking_uri=uri)
         with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
@@ -303,7 +303,7 @@ def trial_run(client: MlflowClient, experiment_id: str, parent_id: str | None, t
 
 
 def reference_run(client: MlflowClient, experiment_id: str, parent_id: str | None, reference: str,
-                  params: Mapping[str, object] | None = None) -> str:
+                  params: Mapping[str, object] | None = None, seed: int = 0) -> str:
     """A reference run (frozen DINOv3 bar or random-init floor), once per (parent, reference).
 
     Tags ``sportray.kind=reference``, ``sportray.reference``, ``sportray.config_key =
@@ -311,8 +311,10 @@ def reference_run(client: MlflowClient, experiment_id: str, parent_id: str | Non
     """
     if reference not in REFERENCES:
         raise ValueError(f"reference {reference!r}: expected one of {', '.join(REFERENCES)}")
-    found = _find_runs(client, experiment_id,
-                       {TAG_KIND: KIND_REFERENCE, TAG_REFERENCE: reference, TAG_PARENT: parent_id})
+    # One run per (parent, reference, seed): the random floor has a spread over seeds too.
+    found = [r for r in _find_runs(client, experiment_id,
+                                   {TAG_KIND: KIND_REFERENCE, TAG_REFERENCE: reference, TAG_PARENT: parent_id})
+             if r.data.params.get("seed", "0") == str(seed)]
     key = f"reference {reference}"
     if found:
         run_id = found[0].info.run_id
@@ -322,9 +324,9 @@ def reference_run(client: MlflowClient, experiment_id: str, parent_id: str | Non
                 TAG_STATUS: "running"}
         if parent_id:
             tags[TAG_PARENT] = parent_id
-        run_id = _create_run(client, experiment_id, key, tags)
+        run_id = _create_run(client, experiment_id, f"{key} s{seed}", tags)
     p = dict(params or {})
-    p["arm"], p["steps"] = "reference", 0
+    p["arm"], p["steps"], p["seed"] = "reference", 0, seed
     log_params(client, run_id, p)
     return run_id
 

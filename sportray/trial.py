@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sportray.config import DataConfig, PretrainConfig, ProbeConfig, flatten
+from sportray.config import DataConfig, PretrainConfig, ProbeConfig, absolute_tracking_uri, flatten
 
 PROBE_METRICS = ("basketball_iou", "soccer_bal_acc")
 DEMO_BASE_STEPS = 150
@@ -119,6 +119,7 @@ def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, trac
     from sportray.pretrain import run_pretrain
 
     cfg.validate()
+    tracking_uri = absolute_tracking_uri(tracking_uri)
     client = tracking.connect(tracking_uri)
     exp_id = tracking.experiment_id(client, experiment)
     params = flatten(cfg)
@@ -159,10 +160,10 @@ def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, trac
              "probe": dataclasses.asdict(probe), "store": store.path, "checkpoint": res.backbone_dir,
              "status": res.status, "reason": res.reason}, indent=1, default=str))
         artifacts.append(str(Path(tmp, "trial_config.json")))
-        artifacts += _curves(client, run_id, tmp, key, res)
         if res.status == "failed":
             tracking.log_final(client, run_id, final, artifacts, status="failed")
             raise RuntimeError(f"trial {trial_id} failed in training: {res.reason}")
+        artifacts += _curves(client, run_id, tmp, key, res)
         if do_probe and res.status in ("finished", "diverged") and res.backbone_dir:
             gpus = min(1.0, cfg.gpus_per_worker) if cfg.gpus_per_worker > 0 else 0.0
             metrics, probe_artifacts = run_probe_task({"checkpoint": res.backbone_dir}, str(soccer_npz),
@@ -218,11 +219,12 @@ def run_reference(reference: str, *, data: DataConfig, probe: ProbeConfig, track
                                 "weights and never substitutes a random model for the bar")
     if reference == "dinov3" and not Path(weights).is_file():
         raise FileNotFoundError(f"--weights {weights}: file does not exist")
+    tracking_uri = absolute_tracking_uri(tracking_uri)
     client = tracking.connect(tracking_uri)
     exp_id = tracking.experiment_id(client, experiment)
     params = {"reference": reference, "model": "vit_small_patch16_dinov3" if reference == "dinov3" else model,
               "seed": seed, "weights": weights}
-    run_id = tracking.reference_run(client, exp_id, parent_run_id, reference, params)
+    run_id = tracking.reference_run(client, exp_id, parent_run_id, reference, params, seed=seed)
     done = _finished_metrics(client, run_id)
     if done is not None:
         return done

@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Path A at a long budget with and without gradient-norm clipping: the study's instability.
+
+The study's 100k-step scratch run scored worse than 50k -- a loss spike near step 60k that never
+recovered, weights 2.6x further from init -- and clipping brought it back within seed noise.
+This sweep reruns that comparison with the diagnostics on (grad norm before clipping, distance
+from init, spike guard): a trial that diverges ends with status diverged, not with a "finding".
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ray import tune  # noqa: E402
+
+from sportray.sweep import Preset, SweepSpec, main  # noqa: E402
+
+SPEC = SweepSpec(
+    name="scratch_clip",
+    description=__doc__,
+    space={"clip": tune.choice([0.0, 1.0])},
+    presets={
+        "demo": Preset(
+            pretrain=dict(arm="scratch", model="vit_tiny_demo", views="2x224", steps=60, lr=3e-3,
+                          batch_size=16, warmup_steps=5, log_every=5, checkpoint_every=30,
+                          cpus_per_worker=0.8, sigreg_directions=128, proj_dim=64),
+            data=dict(every_s=1.0), num_configs=2, seeds=(0, 1)),
+        "paper": Preset(
+            pretrain=dict(arm="scratch", model="vit_small", views="6x224", steps=100_000, batch_size=256,
+                          warmup_steps=1000, log_every=50, checkpoint_every=2000, gpus_per_worker=1,
+                          cpus_per_worker=4, workers=4, compile=True, sigreg_directions=1024),
+            num_configs=2, seeds=(0, 1)),
+    },
+    metric="basketball_iou",
+)
+
+if __name__ == "__main__":
+    sys.exit(main(SPEC))
