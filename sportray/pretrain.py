@@ -104,6 +104,12 @@ class DivergenceGuard:
         self.spiking, self.spikes = state["spiking"], state["spikes"]
 
 
+def clip_gradients(params, clip: float) -> torch.Tensor:
+    """Clip the global gradient norm to `clip` (0 = off); returns the norm *before* clipping,
+    the diagnostic that shows an instability building up even when clipping hides it."""
+    return torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"), foreach=True)
+
+
 def _norm(tensors) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
 
@@ -143,7 +149,7 @@ def train_loop_per_worker(config: dict) -> None:
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   betas=(0.9, 0.999), fused=on_gpu)
 
-    step, epoch, batch_in_epoch = 0, 0, 0
+    step, epoch, batch_in_epoch, resumed_from = 0, 0, 0, -1
     guard = DivergenceGuard(cfg.spike_factor, cfg.spike_patience)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -152,6 +158,7 @@ def train_loop_per_worker(config: dict) -> None:
         inner.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        resumed_from = step
         guard.load(json.loads(state["guard"]))
         torch.set_rng_state(state["rng_cpu"])
         if on_gpu and "rng_cuda" in state:
@@ -172,7 +179,6 @@ def train_loop_per_worker(config: dict) -> None:
     frames_per_step = cfg.batch_size * world
     status, reason, last = "running", "", {}
     t_window, frames_window, wait_window = time.perf_counter(), 0, 0.0
-    clip = cfg.clip if cfg.clip > 0 else float("inf")
 
     def save_state(directory: str) -> None:
         state = {"model": {k: v for k, v in inner.state_dict().items()
@@ -214,7 +220,7 @@ def train_loop_per_worker(config: dict) -> None:
                 out = inner["head"](embeddings, step=step, seed=cfg.seed)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, clip, foreach=True)
+            grad_norm = clip_gradients(trainable, cfg.clip)
             optimizer.step()
             step += 1
             batch_in_epoch = seen_in_epoch
@@ -247,7 +253,7 @@ def train_loop_per_worker(config: dict) -> None:
                 if metrics_sink:
                     metrics_sink.update(step, last)
                 report = {"step": step, "epoch": epoch, "status": status, "reason": reason,
-                          "spikes": guard.spikes, **last}
+                          "spikes": guard.spikes, "resumed_from": resumed_from, **last}
                 if ckpt_now or status != "running":
                     with tempfile.TemporaryDirectory() as d:
                         if rank == 0:

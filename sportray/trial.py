@@ -59,13 +59,16 @@ def probe_backbone(backbone_source: dict, soccer_npz: str, basketball_npz: str, 
     if b is not None:
         te = b.test_indices
         artifacts.append(panels.basketball_rows(bb["images"][te], bb["masks"][te], b.probs, b.per_frame_iou,
-                                                out / "basketball_rows.png", title=title))
+                                                out / "basketball_rows.png", gt_tiles=bb["tiles"][te]))
+        metrics["basketball_empty_frames"] = float(b.empty_frames)
+        metrics["basketball_lr"] = b.lr
     if s is not None:
         te = s.test_indices
-        artifacts.append(panels.soccer_top5(sc["images"][te], s.probs, s.labels, out / "soccer_top5.png",
-                                            title=title))
+        artifacts.append(panels.soccer_top5(sc["images"][te], s.probs, s.labels, out / "soccer_top5.png"))
+        metrics["soccer_lr"] = s.lr
         for name, r in s.per_class_recall.items():
-            metrics[f"soccer_recall/{name}"] = r
+            if r == r:  # NaN: class absent from the test games
+                metrics[f"soccer_recall/{name.replace('->', ' to ')}"] = r
     (out / "probe_metrics.json").write_text(json.dumps(metrics, indent=1))
     artifacts.append(str(out / "probe_metrics.json"))
     return metrics, [str(a) for a in artifacts]
@@ -166,11 +169,17 @@ def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, trac
         artifacts += _curves(client, run_id, tmp, key, res)
         if do_probe and res.status in ("finished", "diverged") and res.backbone_dir:
             gpus = min(1.0, cfg.gpus_per_worker) if cfg.gpus_per_worker > 0 else 0.0
-            metrics, probe_artifacts = run_probe_task({"checkpoint": res.backbone_dir}, str(soccer_npz),
-                                                      str(basketball_npz), probe, str(Path(tmp) / "probe"),
-                                                      gpus=gpus, title=key)
-            final.update(metrics)
-            artifacts += probe_artifacts
+            try:
+                metrics, probe_artifacts = run_probe_task({"checkpoint": res.backbone_dir}, str(soccer_npz),
+                                                          str(basketball_npz), probe, str(Path(tmp) / "probe"),
+                                                          gpus=gpus, title=key)
+                final.update(metrics)
+                artifacts += probe_artifacts
+            except Exception as exc:
+                if res.status != "diverged":
+                    raise
+                # A diverged backbone may hold NaN weights: its probe failing is part of the finding.
+                say(f"trial {trial_id}: probe of the diverged backbone failed ({type(exc).__name__}: {exc})")
         tracking.log_final(client, run_id, final, artifacts, status=res.status, step=res.steps)
     final.update({"status": res.status, "mlflow_run_id": run_id, "checkpoint": res.backbone_dir})
     return final

@@ -21,7 +21,7 @@ SPEC = SweepSpec(
     presets={
         "demo": Preset(
             pretrain=dict(arm="scratch", model="vit_tiny_demo", views="2x224", steps=60, batch_size=16,
-                          warmup_steps=5, log_every=10, checkpoint_every=30, cpus_per_worker=0.8,
+                          warmup_steps=5, log_every=10, checkpoint_every=30, cpus_per_worker=0.45,
                           sigreg_directions=128, proj_dim=64),
             data=dict(every_s=1.0), num_configs=2, seeds=(0, 1),
             space={"data.max_frames": tune.choice([100, 0])}),

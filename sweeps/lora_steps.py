@@ -23,7 +23,7 @@ SPEC = SweepSpec(
         "demo": Preset(
             pretrain=dict(arm="lora", model="vit_tiny_demo", base="synthetic-demo", views="2x224+6x96",
                           batch_size=16, warmup_steps=5, log_every=10, checkpoint_every=40,
-                          cpus_per_worker=0.8, sigreg_directions=128, proj_dim=64),
+                          cpus_per_worker=0.45, sigreg_directions=128, proj_dim=64),
             data=dict(every_s=1.0), num_configs=2, seeds=(0, 1),
             space={"steps": tune.choice([20, 40, 80])}),
         "paper": Preset(

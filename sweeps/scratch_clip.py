@@ -23,7 +23,7 @@ SPEC = SweepSpec(
         "demo": Preset(
             pretrain=dict(arm="scratch", model="vit_tiny_demo", views="2x224", steps=60, lr=3e-3,
                           batch_size=16, warmup_steps=5, log_every=5, checkpoint_every=30,
-                          cpus_per_worker=0.8, sigreg_directions=128, proj_dim=64),
+                          cpus_per_worker=0.45, sigreg_directions=128, proj_dim=64),
             data=dict(every_s=1.0), num_configs=2, seeds=(0, 1)),
         "paper": Preset(
             pretrain=dict(arm="scratch", model="vit_small", views="6x224", steps=100_000, batch_size=256,

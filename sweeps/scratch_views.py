@@ -27,7 +27,7 @@ SPEC = SweepSpec(
     presets={
         "demo": Preset(
             pretrain=dict(arm="scratch", model="vit_tiny_demo", batch_size=16, warmup_steps=10,
-                          log_every=10, checkpoint_every=40, cpus_per_worker=0.8,
+                          log_every=10, checkpoint_every=40, cpus_per_worker=0.45,
                           sigreg_directions=128, proj_dim=64),
             data=dict(every_s=1.0),
             num_configs=2, seeds=(0, 1),

@@ -273,7 +273,7 @@ def read_store(path: str | Path, max_frames: int = 0):
     check_store(path)
     # Reading raw uint8 Parquet is I/O, not compute: a quarter core per read task leaves the
     # cores to the trainers (on a 2-core machine a whole-core read would never be scheduled).
-    ds = ray.data.read_parquet(str(Path(path) / "data"), ray_remote_args={"num_cpus": 0.25}
+    ds = ray.data.read_parquet(str(Path(path) / "data"), num_cpus=0.25
                                ).select_columns(["frame"])
     if max_frames:
         ds = ds.limit(max_frames)

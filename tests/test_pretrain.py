@@ -1,0 +1,141 @@
+"""The Ray Train loop: schedule, divergence guard, clipping, and a real run that loses a worker."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sportray.config import PretrainConfig
+from sportray.pretrain import DivergenceGuard, clip_gradients, lr_at, run_pretrain
+
+
+def test_lr_warms_up_then_decays_to_a_thousandth():
+    cfg = PretrainConfig(lr=1e-3, steps=100, warmup_steps=10)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(55, cfg) == pytest.approx(0.5 * (1e-3 + 1e-6), rel=1e-3)
+    assert lr_at(100, cfg) == pytest.approx(1e-6)
+    assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 100))
+
+
+def test_guard_flags_nan_at_once():
+    guard = DivergenceGuard(factor=5, patience=3)
+    assert guard.update(1.0, 1.0) is None
+    assert "non-finite" in guard.update(float("nan"), 1.0)
+    assert "non-finite" in DivergenceGuard(5, 3).update(1.0, float("inf"))
+
+
+def test_guard_tolerates_a_spike_that_recovers_but_not_one_that_stays():
+    recovering = DivergenceGuard(factor=5, patience=3)
+    for loss in [1.0] * 6 + [50.0, 50.0] + [1.0] * 3:
+        assert recovering.update(loss, 1.0) is None
+    assert recovering.spikes == 2
+
+    staying = DivergenceGuard(factor=5, patience=3)
+    results = [staying.update(loss, 1.0) for loss in [1.0] * 6 + [50.0] * 3]
+    assert results[-1] is not None and "running median" in results[-1]
+
+
+def test_clipping_bounds_the_gradient_and_reports_the_norm_before():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.zeros(10)), torch.nn.Parameter(torch.zeros(5, 5))]
+    for p in params:
+        p.grad = torch.randn_like(p) * 100
+    before = math.sqrt(sum(float((p.grad ** 2).sum()) for p in params))
+    reported = clip_gradients(params, 1.0)
+    after = math.sqrt(sum(float((p.grad ** 2).sum()) for p in params))
+    assert float(reported) == pytest.approx(before, rel=1e-5)
+    assert after == pytest.approx(1.0, rel=1e-4)
+    for p in params:
+        p.grad = torch.full_like(p, 100.0)
+    clip_gradients(params, 0)  # off: untouched
+    assert all(torch.all(p.grad == 100.0) for p in params)
+
+
+@pytest.fixture(scope="module")
+def store(ray_session, tmp_path_factory):
+    """A tiny frame store in the real format, written through the same Parquet path."""
+    import json
+
+    import ray
+
+    from sportray.data import frames as fr
+
+    root = tmp_path_factory.mktemp("store")
+    rng = np.random.default_rng(0)
+    n = 96
+    # smooth random images (a learnable structure beyond noise): low-res noise upsampled
+    low = rng.integers(0, 255, (n, 14, 25, 3), dtype=np.uint8)
+    imgs = np.repeat(np.repeat(low, 16, axis=1), 16, axis=2)[:, :fr.FRAME_H, :fr.FRAME_W]
+    ds = ray.data.from_items([{"frame": imgs[i], "t_ms": i} for i in range(n)])
+    ds.write_parquet(str(root / "data"))
+    (root / "manifest.json").write_text(json.dumps({"version": fr.STORE_VERSION, "key": "test", "frames": n,
+                                                    "videos": 1, "bad_files": []}))
+    return root
+
+
+def _train_procs() -> list:
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"])
+            if any("RayTrainWorker" in part for part in (p.info["cmdline"] or []))]
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint_and_logs_each_step_once(store, tmp_path):
+    from sportray import tracking
+    from sportray.data.frames import read_store
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = tracking.connect(uri)
+    run_id = tracking.trial_run(client, tracking.experiment_id(client, "t"), None, "kill", "k", {"seed": 0}, 0)
+    cfg = PretrainConfig(steps=24, views="2x32+2x16", batch_size=8, warmup_steps=2, log_every=2,
+                         checkpoint_every=6, cpus_per_worker=0.8, proj_dim=16, sigreg_directions=16,
+                         max_failures=2)
+    storage = tmp_path / "runs"
+    killed: dict = {}
+
+    def killer():
+        deadline = time.time() + 240
+        while time.time() < deadline and not killed:
+            ckpts = sorted((storage / "killrun").glob("checkpoint_*"))
+            procs = _train_procs()
+            if ckpts and procs:
+                state = torch.load(ckpts[-1] / "train_state.pt", weights_only=True)
+                killed["at_checkpoint_step"] = state["step"]
+                for p in procs:
+                    os.kill(p.pid, signal.SIGKILL)
+                killed["pids"] = [p.pid for p in procs]
+            time.sleep(0.2)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    res = run_pretrain(cfg, read_store(store), storage_path=str(storage), run_name="killrun",
+                       tracking_uri=uri, mlflow_run_id=run_id)
+    t.join(timeout=5)
+    assert killed, "the worker was never killed: the test did not exercise a failure"
+    assert res.status == "finished", res.reason
+    assert res.steps == cfg.steps
+    # resumed from a checkpoint at or after the one seen when killing: lost steps < checkpoint_every
+    assert res.metrics["resumed_from"] >= killed["at_checkpoint_step"] > 0
+    steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
+    assert sorted(steps) == list(range(2, cfg.steps + 1, 2)), "each logged step exactly once"
+    assert Path(res.backbone_dir, "meta.json").exists()
+
+
+def test_a_recipe_that_blows_up_ends_as_diverged(store, tmp_path):
+    from sportray.data.frames import read_store
+
+    cfg = PretrainConfig(steps=40, views="2x32", batch_size=8, warmup_steps=1, lr=50.0, clip=0.0,
+                         weight_decay=0.0, log_every=1, checkpoint_every=40, cpus_per_worker=0.8,
+                         proj_dim=16, sigreg_directions=16, spike_patience=2, max_failures=0)
+    res = run_pretrain(cfg, read_store(store), storage_path=str(tmp_path), run_name="boom")
+    assert res.status == "diverged", res.metrics
+    assert res.steps < cfg.steps
+    assert res.reason
