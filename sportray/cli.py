@@ -226,15 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sportray.backbones import CheckpointError, WeightsError
     from sportray.data.errors import DataError
+    from sportray.tracking import TrackingError
 
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, DataError) as err:
-        print(f"sportray {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except FileNotFoundError as err:
+    except (ConfigError, DataError, TrackingError, WeightsError, CheckpointError, FileNotFoundError) as err:
+        # Bad input: one line naming the file or option and what is wrong, no traceback.
         print(f"sportray {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -231,6 +231,26 @@ def batched_balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndar
         return recall.sum(axis=1) / present.sum(axis=1)
 
 
+def _bootstrap_balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n: int,
+                                 rng: np.random.Generator) -> np.ndarray:
+    """n bootstrap replicates of balanced accuracy, drawn as cell counts instead of index matrices.
+
+    Balanced accuracy depends on a resample only through how many events land in each
+    (true class, correct?) cell, and resampling M events with replacement puts
+    Multinomial(M, cell frequencies) events in the cells: the same distribution as the index
+    matrix, at (n, 2C) cost instead of (n, M) (seconds -> milliseconds for 171 k events).
+    """
+    _, t = np.unique(np.asarray(y_true).ravel(), return_inverse=True)
+    correct = (np.asarray(y_true).ravel() == np.asarray(y_pred).ravel()).astype(np.int64)
+    c = int(t.max()) + 1
+    cells = np.bincount(t * 2 + correct, minlength=2 * c).astype(np.float64)
+    counts = rng.multinomial(len(t), cells / cells.sum(), size=n).reshape(n, c, 2)
+    per_class = counts.sum(axis=2)
+    present = per_class > 0
+    recall = np.where(present, counts[:, :, 1] / np.maximum(per_class, 1), 0.0)
+    return recall.sum(axis=1) / present.sum(axis=1)
+
+
 def bootstrap_ci(data, statistic: Callable[..., np.ndarray] | None = None, n: int = 1000, seed: int = 0,
                  alpha: float = 0.05, max_elements: int = 20_000_000) -> tuple[float, float]:
     """Percentile-bootstrap (1 - alpha) CI of a statistic over test items (frames or events).
@@ -239,22 +259,26 @@ def bootstrap_ci(data, statistic: Callable[..., np.ndarray] | None = None, n: in
     equally long arrays resampled together (e.g. (y_true, y_pred); default statistic: balanced
     accuracy). `statistic` must be vectorized: it gets each array resampled as (B, M) and returns
     (B,). Resampling is an index matrix, drawn in chunks of at most `max_elements` so 1000
-    resamples of 171 k events stay within memory. Deterministic for `seed`.
+    resamples of many items stay within memory. The default balanced-accuracy statistic draws
+    the equivalent multinomial cell counts instead (`_bootstrap_balanced_accuracy`): same
+    distribution, milliseconds for 171 k events. Deterministic for `seed`.
     """
     arrays = tuple(np.asarray(a) for a in data) if isinstance(data, (tuple, list)) else (np.asarray(data),)
     m = len(arrays[0])
     if any(len(a) != m for a in arrays):
         raise ValueError(f"bootstrap_ci: arrays differ in length: {[len(a) for a in arrays]}")
+    if m == 0 or n <= 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
     if statistic is None:
         if len(arrays) == 1:
             statistic = batched_mean
         elif len(arrays) == 2:
-            statistic = batched_balanced_accuracy
+            stats = _bootstrap_balanced_accuracy(arrays[0], arrays[1], n, rng)
+            low, high = np.nanquantile(stats, [alpha / 2, 1 - alpha / 2])
+            return float(low), float(high)
         else:
             raise ValueError("bootstrap_ci: pass a statistic for more than two arrays")
-    if m == 0 or n <= 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
     chunk = max(1, max_elements // m)
     stats = []
     for start in range(0, n, chunk):

@@ -146,6 +146,10 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
     seeds = tuple(seeds or preset.seeds)
     n_configs = num_configs or preset.num_configs
     space = preset.space if preset.space is not None else spec.space
+    # A field fixed on the command line (--set steps=4) is no longer searched.
+    space = {k: v for k, v in space.items() if k not in (overrides or {})}
+    if not space:
+        raise ConfigError("every searched field is fixed by --set: nothing left for Optuna to search")
 
     client = tracking.connect(tracking_uri)  # fail before anything trains
     ray_info = init_ray(address)

@@ -1,0 +1,211 @@
+"""Live metrics for Grafana: sportray's training and probe numbers as Ray custom metrics.
+
+MLflow is the record (every step, every trial, kept forever); these metrics are the *live
+view* of a running sweep on the Ray metrics endpoint that Prometheus scrapes and the
+dashboards in ``dashboards/`` draw. Every name here appears on the endpoint with Ray's
+``ray_`` prefix (``sportray_loss`` -> ``ray_sportray_loss``; the counter gets ``_total``).
+
+Labels: ``trial`` and ``arm``. ``trial`` should be the trial's MLflow run name
+(``tracking.run_name(config_key, seed)``, e.g. ``"scratch 2x224 steps=40 clip=off s0"``) so a
+Grafana legend and the MLflow compare view name a trial the same way; two seeds of one recipe
+must not share a ``trial`` value or their gauges overwrite each other.
+
+Where each number is set:
+
+* ``TrainMetrics`` -- in the Ray Train worker of rank 0 (sportray/pretrain.py), at every
+  logged step. The worker lives as long as the training run, so its gauges are re-exported
+  every ``RAY_metrics_report_interval_ms`` (10 s default) while it trains; Ray 2.60 drops a
+  gauge about two export intervals after its process ends, so "trials running" on the sweep
+  dashboard counts trials whose rank 0 is alive.
+* ``report_probe`` -- once per trial after probing (sportray/trial.py). The Tune trial's
+  process ends right after that, usually before the next export, so the values are handed to
+  one small long-lived actor (``sportray-metrics``, namespace ``sportray``, 0 CPUs, detached)
+  that keeps every finished trial's probe gauges on the endpoint until the cluster stops.
+  That is the point of the probe panels: a table of finished trials next to the live curves.
+
+Everything is a no-op when Ray is not initialised in the process (a unit test, a plain
+script) and never raises into training: metrics are a view, not a dependency.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from typing import Mapping
+
+log = logging.getLogger(__name__)
+
+TAG_KEYS = ("trial", "arm")
+
+# name on the endpoint without "ray_" -> (key in pretrain.py's `last` dict, description)
+TRAIN_GAUGES: dict[str, tuple[str, str]] = {
+    "sportray_step": ("", "Optimizer steps done by the trial (rank 0)."),
+    "sportray_loss": ("train/loss", "LeJEPA loss (1 - lambda) * inv + lambda * sigreg at the last logged step."),
+    "sportray_inv": ("train/inv", "LeJEPA invariance term at the last logged step."),
+    "sportray_sigreg": ("train/sigreg", "SIGReg (Epps-Pulley) term at the last logged step."),
+    "sportray_grad_norm": ("train/grad_norm", "Gradient norm before clipping at the last logged step."),
+    "sportray_weight_norm": ("train/weight_norm", "Norm of the trainable backbone weights."),
+    "sportray_rel_dist_init": ("train/rel_dist_init", "Relative distance from init ||theta - theta0|| / ||theta0||."),
+    "sportray_lr": ("train/lr", "Learning rate at the last logged step."),
+    "sportray_frames_per_s": ("train/frames_per_s", "Training throughput, frames per second over all workers."),
+    "sportray_data_wait_s": ("train/data_wait_s", "Seconds per step rank 0 waited for its next batch (input-bound if high)."),
+}
+
+# probe metric (key of trial.run_trial's `final`) -> gauge name
+PROBE_GAUGES: dict[str, tuple[str, str]] = {
+    "basketball_iou": ("sportray_basketball_iou", "Basketball per-tile IoU of the trial's final backbone (held-out arenas)."),
+    "soccer_bal_acc": ("sportray_soccer_bal_acc", "Soccer 17-class balanced accuracy of the trial's final backbone (held-out games)."),
+    "final_loss": ("sportray_final_loss", "LeJEPA loss at the trial's last step."),
+    "diverged": ("sportray_diverged", "1 if the trial ended diverged (loss spike / NaN), else 0."),
+}
+TRIALS_FINISHED = "sportray_trials_finished"   # counter: ray_sportray_trials_finished_total
+TRIALS_FINISHED_TAGS = ("arm", "status")
+
+ACTOR_NAME = "sportray-metrics"
+ACTOR_NAMESPACE = "sportray"
+
+_lock = threading.Lock()
+_gauges: dict[str, object] = {}   # one Gauge per name per process (cheap to reuse, costly to re-register)
+
+
+def ray_ready() -> bool:
+    """True when this process is connected to Ray (a driver after ray.init, or any Ray worker)."""
+    try:
+        import ray
+        return ray.is_initialized()
+    except Exception:
+        return False
+
+
+def _gauge(name: str, description: str, tag_keys: tuple[str, ...] = TAG_KEYS):
+    with _lock:
+        g = _gauges.get(name)
+        if g is None:
+            from ray.util.metrics import Gauge
+            g = _gauges[name] = Gauge(name, description=description, tag_keys=tag_keys)
+        return g
+
+
+def _value(v) -> float | None:
+    """A float the exporter takes, or None to skip (None, non-numbers, NaN/Inf).
+
+    Non-finite values are skipped rather than exported: Grafana's stat/graph panels and
+    rate() choke on them, and divergence is already visible (sportray_diverged, MLflow)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+class TrainMetrics:
+    """Training gauges of one trial, labelled (trial, arm). Create on rank 0 only.
+
+    ``update(step, last)`` takes pretrain.py's ``last`` dict (``train/loss``, ``train/inv``,
+    ``train/sigreg``, ``train/grad_norm``, ``train/weight_norm``, ``train/rel_dist_init``,
+    ``train/lr``, ``train/frames_per_s``, ``train/data_wait_s``); missing or non-finite
+    values are skipped. Without Ray (``ray.is_initialized()`` False) it does nothing.
+    """
+
+    def __init__(self, trial: str, arm: str):
+        self.tags = {"trial": str(trial or "unnamed"), "arm": str(arm or "")}
+        self.enabled = ray_ready()
+        self._gauges: dict[str, object] = {}
+        if not self.enabled:
+            return
+        try:
+            self._gauges = {name: _gauge(name, desc) for name, (_key, desc) in TRAIN_GAUGES.items()}
+        except Exception as exc:  # never stop training for a dashboard
+            log.warning("sportray metrics disabled: %s", exc)
+            self.enabled = False
+
+    def update(self, step: int, last: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        try:
+            for name, (key, _desc) in TRAIN_GAUGES.items():
+                v = _value(step if not key else last.get(key))
+                if v is not None:
+                    self._gauges[name].set(v, tags=self.tags)
+        except Exception as exc:
+            log.warning("sportray metrics: update failed (%s); disabled for this trial", exc)
+            self.enabled = False
+
+
+class ProbeMetrics:
+    """Probe gauges (basketball IoU, soccer balanced accuracy, final loss, diverged) and the
+    trials-finished counter, set in the process that holds this object. ``report_probe``
+    runs one of these inside the long-lived ``sportray-metrics`` actor."""
+
+    def __init__(self):
+        self.enabled = ray_ready()
+        self._gauges = {}
+        self._counter = None
+        if not self.enabled:
+            return
+        from ray.util.metrics import Counter
+        self._gauges = {key: _gauge(name, desc) for key, (name, desc) in PROBE_GAUGES.items()}
+        self._counter = Counter(TRIALS_FINISHED, description="Trials that ended, by arm and status.",
+                                tag_keys=TRIALS_FINISHED_TAGS)
+
+    def set(self, trial: str, arm: str, metrics: Mapping[str, object]) -> int:
+        """Set the probe gauges present in ``metrics``; count the trial once. Returns how many
+        gauges were set."""
+        if not self.enabled:
+            return 0
+        tags = {"trial": str(trial or "unnamed"), "arm": str(arm or "")}
+        n = 0
+        for key, gauge in self._gauges.items():
+            v = _value(metrics.get(key))
+            if v is not None:
+                gauge.set(v, tags=tags)
+                n += 1
+        status = str(metrics.get("status") or ("diverged" if _value(metrics.get("diverged")) == 1.0 else "finished"))
+        self._counter.inc(1.0, tags={"arm": tags["arm"], "status": status})
+        return n
+
+
+def _holder_class():
+    import ray
+
+    @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+    class _ProbeMetricsHolder:
+        """Keeps finished trials' probe gauges alive on the metrics endpoint."""
+
+        def __init__(self):
+            self.metrics = ProbeMetrics()
+
+        def set(self, trial: str, arm: str, metrics: dict) -> int:
+            return self.metrics.set(trial, arm, metrics)
+
+    return _ProbeMetricsHolder
+
+
+def report_probe(trial: str, arm: str, metrics: Mapping[str, object], *, timeout_s: float = 60.0) -> bool:
+    """Publish one finished trial's probe metrics (basketball_iou, soccer_bal_acc, final_loss,
+    diverged) as gauges labelled (trial, arm), plus ``ray_sportray_trials_finished_total``.
+
+    Call it once per trial after probing, from any process connected to Ray. Returns True if
+    the values reached the ``sportray-metrics`` actor; False (with a warning) otherwise --
+    without Ray, or when the actor cannot start -- and never raises.
+    """
+    if not ray_ready():
+        return False
+    try:
+        import ray
+
+        values = {k: metrics.get(k) for k in (*PROBE_GAUGES, "status") if k in metrics}
+        values = {k: (str(v) if k == "status" else _value(v)) for k, v in values.items()}
+        holder = _holder_class().options(name=ACTOR_NAME, namespace=ACTOR_NAMESPACE, lifetime="detached",
+                                         get_if_exists=True).remote()
+        ray.get(holder.set.remote(str(trial), str(arm), values), timeout=timeout_s)
+        return True
+    except Exception as exc:
+        log.warning("sportray metrics: probe metrics of trial %r not published (%s)", trial, exc)
+        return False
+
+
+def metric_names(prefixed: bool = True) -> list[str]:
+    """Every metric name sportray exports, as they appear on the endpoint (``ray_...``)."""
+    names = [*TRAIN_GAUGES, *(n for n, _d in PROBE_GAUGES.values()), TRIALS_FINISHED + "_total"]
+    return [("ray_" + n) if prefixed else n for n in names]

@@ -1,0 +1,351 @@
+"""The cluster face of sportray: cluster.yaml as `ray up` would check it, the shared-storage
+rule, and a real two-node Ray cluster on this machine running a tiny sweep end to end.
+
+`LocalRayCluster` (also used by test_metrics.py and test_browser.py) starts nodes as
+`ray start --block` subprocesses with their own --temp-dir, ports and auth token, so it never
+touches another Ray session on the machine (the shared `ray_session` fixture, a user's sweep);
+`stop()` sends SIGTERM to its own `ray start` processes (which take their Ray processes down)
+and SIGKILLs whatever of their process trees is left. Never `ray stop`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sportray.config import ConfigError
+from sportray.storage import check_shared_storage, mount_of
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+# ----------------------------------------------------------------------------- a local cluster
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ClusterStartError(RuntimeError):
+    pass
+
+
+class LocalRayCluster:
+    """Ray nodes as `ray start --block` subprocesses on this machine.
+
+    nodes: how many (1 head + nodes-1 workers), each with `cpus` CPUs. dashboard: run the
+    dashboard head on 127.0.0.1:<free port> (`self.dashboard_url`). auth: "token" (Ray 2.60's
+    default; a fresh token in the work dir, handed to every process via RAY_AUTH_TOKEN_PATH)
+    or "disabled". env: extra environment for the nodes and for `run_python` clients.
+    """
+
+    def __init__(self, workdir: Path, *, nodes: int = 1, cpus: int = 1, dashboard: bool = False,
+                 auth: str = "token", env: dict | None = None, start_timeout_s: float = 180):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.nodes, self.cpus, self.dashboard, self.auth = nodes, cpus, dashboard, auth
+        self.start_timeout_s = start_timeout_s
+        self.procs: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+        self.temp_dir = ""
+        self.port = 0
+        self.dashboard_url = ""
+        self.metrics_ports: list[int] = []
+        self.token = ""
+        self.env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+        self.env.update({"RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+                         "RAY_AUTH_MODE": auth, "RAY_DEDUP_LOGS": "0",
+                         "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1"})
+        if auth == "token":
+            from ray._private.authentication.authentication_token_generator import (
+                generate_new_authentication_token)
+            self.token = generate_new_authentication_token()
+            token_file = self.workdir / "auth_token"
+            token_file.write_text(self.token)
+            self.env["RAY_AUTH_TOKEN_PATH"] = str(token_file)
+        self.env.update(env or {})
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    # -- start / stop
+    def start(self, attempts: int = 3) -> "LocalRayCluster":
+        """Start the nodes; a node that dies while starting (on a loaded machine the raylet
+        gives its agent only ~30 s to come up) makes the whole cluster start again."""
+        errors = []
+        for _ in range(attempts):
+            try:
+                self._start_once()
+                return self
+            except ClusterStartError as exc:
+                errors.append(str(exc))
+                self.stop()
+        raise ClusterStartError("could not start a local Ray cluster:\n" + "\n".join(errors))
+
+    def _start_once(self) -> None:
+        # A short temp dir: Ray's socket paths must stay under 107 characters.
+        self.temp_dir = tempfile.mkdtemp(prefix="sr-", dir="/tmp")
+        self.port = free_port()
+        self.metrics_ports = []
+        head = ["--head", "--port", str(self.port), "--temp-dir", self.temp_dir,
+                "--ray-client-server-port", str(free_port())]
+        if self.dashboard:
+            dport = free_port()
+            head += ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dport)]
+            self.dashboard_url = f"http://127.0.0.1:{dport}"
+        else:
+            head += ["--include-dashboard", "false", "--dashboard-port", str(free_port())]
+        self._start_node("head", head)
+        for i in range(1, self.nodes):
+            self._start_node(f"node{i}", ["--address", self.address])
+
+    def _start_node(self, name: str, args: list[str]) -> None:
+        mport = free_port()
+        self.metrics_ports.append(mport)
+        cmd = [RAY, "start", "--block", "--num-cpus", str(self.cpus), "--disable-usage-stats",
+               "--metrics-export-port", str(mport), "--dashboard-agent-listen-port", str(free_port()),
+               "--dashboard-agent-grpc-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
+               *args]
+        log = self.workdir / f"{name}-{len(self.logs)}.log"
+        self.logs.append(log)
+        proc = subprocess.Popen(cmd, env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=self.workdir)
+        self.procs.append(proc)
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            text = log.read_text(errors="replace")
+            if "block forever" in text or "Ray runtime started" in text:
+                return
+            if proc.poll() is not None:
+                raise ClusterStartError(f"{name} exited ({proc.returncode}); log {log}:\n{text[-1500:]}")
+            time.sleep(0.5)
+        raise ClusterStartError(f"{name} did not start in {self.start_timeout_s:.0f} s; log {log}")
+
+    def stop(self) -> None:
+        import psutil
+
+        tree: list[psutil.Process] = []
+        for proc in self.procs:
+            try:
+                tree += psutil.Process(proc.pid).children(recursive=True)
+            except psutil.Error:
+                pass
+        for proc in reversed(self.procs):  # workers first, the head last
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        _gone, alive = psutil.wait_procs(tree, timeout=5)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+        self.procs = []
+        if self.temp_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self.temp_dir = ""
+
+    def __enter__(self) -> "LocalRayCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- clients
+    def run_python(self, code: str, timeout: float = 180, args: list[str] = ()) -> subprocess.CompletedProcess:
+        """Run `code` in a fresh interpreter with the cluster's environment (a Ray client must
+        not share the test process, which may hold another Ray session)."""
+        return subprocess.run([sys.executable, "-c", code, *args], env=self.env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def run(self, cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+    def logs_tail(self, n: int = 2000) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-n:]}" for p in self.logs if p.exists())
+
+
+# ----------------------------------------------------------------------------- cluster.yaml
+
+def _cluster_config() -> dict:
+    return yaml.safe_load((ROOT / "cluster.yaml").read_text())
+
+
+def _readme_install_line() -> str:
+    """The README's install: the steps its two commands (run, test) share, set-up included."""
+    text = (ROOT / "README.md").read_text()
+    commands = [[part.strip() for part in line.split("&&")]
+                for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+                for line in block.splitlines() if "pip install" in line and "&&" in line]
+    assert len(commands) >= 2, commands
+    shared = []
+    for parts in zip(*commands):
+        if len(set(parts)) > 1:
+            break
+        shared.append(parts[0])
+    assert shared and shared[0].startswith("python3 -m venv"), commands
+    return " && ".join(shared)
+
+
+def test_cluster_yaml_validates_like_ray_up():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = _cluster_config()
+    assert cfg["provider"]["type"] == "aws"
+    validate_config(prepare_config(cfg))  # schema + node-type sums, what `ray up` checks first
+
+
+def test_cluster_yaml_installs_as_the_readme_and_has_4_gpu_workers():
+    from ray.autoscaler._private.util import prepare_config
+
+    cfg = prepare_config(_cluster_config())
+    install = _readme_install_line()
+    assert install == "python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]'"
+    assert any(install in cmd for cmd in cfg["setup_commands"]), (install, cfg["setup_commands"])
+    types = cfg["available_node_types"]
+    head = types[cfg["head_node_type"]]
+    workers = {k: v for k, v in types.items() if k != cfg["head_node_type"]}
+    gpu = [v for v in workers.values() if v["resources"].get("GPU") == 4]
+    assert gpu, workers
+    assert all(v["max_workers"] > v.get("min_workers", 0) for v in gpu)   # autoscaling
+    assert head["resources"].get("GPU", 0) == 0                            # trials never land on the head
+    # Ray from the project's venv, token auth on every node, the dashboard on loopback only.
+    head_start = " ".join(cfg["head_start_ray_commands"])
+    worker_start = " ".join(cfg["worker_start_ray_commands"])
+    assert ".venv/bin/ray start --head" in head_start and ".venv/bin/ray start --address" in worker_start
+    assert "RAY_AUTH_MODE=token" in head_start and "RAY_AUTH_MODE=token" in worker_start
+    assert "--dashboard-host=127.0.0.1" in head_start
+    assert "~/.ray/auth_token" in cfg["file_mounts"]
+    # MLflow on the head, never on all interfaces; our dashboards beside Ray's.
+    assert "mlflow server" in head_start and "0.0.0.0" not in head_start
+    assert "RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR" in head_start and "dashboards/*.json" in head_start
+    assert "boto3" in " ".join(cfg["head_setup_commands"])
+
+
+# ----------------------------------------------------------------------------- shared storage
+
+MOUNTS = """\
+/dev/vda / ext4 rw,relatime 0 0
+tmpfs /tmp tmpfs rw 0 0
+fs-1.efs.us-west-2.amazonaws.com:/ /mnt/shared nfs4 rw,vers=4.1 0 0
+s3fs /mnt/bucket fuse.s3fs rw 0 0
+lustre@tcp:/fsx /fsx lustre rw 0 0
+/dev/nvme1n1 /mnt/shared/local ext4 rw 0 0
+//nas/runs /mnt/my\\040runs cifs rw 0 0
+"""
+
+
+def _nodes(*ips, dead=()):
+    return [{"Alive": True, "NodeManagerAddress": ip} for ip in ips] + \
+           [{"Alive": False, "NodeManagerAddress": ip} for ip in dead]
+
+
+@pytest.mark.parametrize("storage", ["s3://bucket/sportray-runs", "gs://b/runs", "/mnt/shared/runs",
+                                     "file:///mnt/shared/runs", "/mnt/bucket/x", "/fsx/runs",
+                                     "/mnt/my runs/sweep"])
+def test_shared_storage_accepts_uris_and_network_filesystems(storage):
+    check_shared_storage(storage, nodes=_nodes("10.0.0.1", "10.0.0.2"), mounts_text=MOUNTS)
+
+
+@pytest.mark.parametrize("storage", ["sportray-runs", "/tmp/runs", "/mnt/shared/local/runs", "file:///tmp/runs"])
+def test_shared_storage_refuses_node_local_paths_on_a_multi_host_cluster(storage):
+    with pytest.raises(ConfigError) as ei:
+        check_shared_storage(storage, nodes=_nodes("10.0.0.1", "10.0.0.2", "10.0.0.3"), mounts_text=MOUNTS)
+    msg = str(ei.value)
+    assert msg.startswith(f"--storage {storage}:") and "3 nodes on 3 hosts" in msg
+    assert "s3://" in msg and "NFS" in msg  # names the fix
+
+
+def test_shared_storage_allows_local_paths_on_one_host():
+    # one node; several nodes of one host (the two-node test cluster); dead nodes don't count
+    check_shared_storage("/tmp/runs", nodes=_nodes("10.0.0.1"), mounts_text=MOUNTS)
+    check_shared_storage("/tmp/runs", nodes=_nodes("192.0.2.2", "192.0.2.2"), mounts_text=MOUNTS)
+    check_shared_storage("/tmp/runs", nodes=_nodes("10.0.0.1", dead=["10.0.0.2"]), mounts_text=MOUNTS)
+
+
+def test_mount_of_picks_the_longest_mount_point():
+    assert mount_of("/mnt/shared/local/x", MOUNTS) == ("/mnt/shared/local", "ext4")
+    assert mount_of("/mnt/shared/x", MOUNTS) == ("/mnt/shared", "nfs4")
+    assert mount_of("/mnt/sharedx", MOUNTS) == ("/", "ext4")
+    assert mount_of("/mnt/my runs/a", MOUNTS) == ("/mnt/my runs", "cifs")
+
+
+# ----------------------------------------------------------------------------- two nodes, one sweep
+
+CHECK_NODES = r"""
+import json, sys, time, ray
+from sportray.storage import check_shared_storage
+ray.init(address=sys.argv[1], logging_level="ERROR")
+for _ in range(120):
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    if len(alive) >= 2:
+        break
+    time.sleep(1)
+check_shared_storage(sys.argv[2])      # two nodes, one host: a local path is allowed
+print(json.dumps({"alive": len(alive), "ips": sorted({n["NodeManagerAddress"] for n in alive}),
+                  "cpus": ray.cluster_resources().get("CPU")}))
+"""
+
+
+def test_two_node_cluster_runs_a_tiny_sweep_into_mlflow(tmp_path, tiny_synthetic):
+    """Head + a second node (`ray start --address`, token auth), then the README's sweep script
+    joins with --address: the trial and its probe metrics land in MLflow."""
+    t0 = time.monotonic()
+    runs, db = tmp_path / "runs", tmp_path / "m.db"
+    with LocalRayCluster(tmp_path / "cluster", nodes=2, cpus=1) as cluster:
+        t_up = time.monotonic() - t0
+        out = cluster.run_python(CHECK_NODES, args=[cluster.address, str(runs)])
+        assert out.returncode == 0, out.stderr[-3000:] + cluster.logs_tail()
+        info = json.loads(out.stdout.strip().splitlines()[-1])
+        assert info["alive"] == 2 and info["cpus"] == 2, info
+        sweep = cluster.run([sys.executable, "sweeps/scratch_views.py", "--address", cluster.address,
+                             "--num-configs", "1", "--seeds", "0",
+                             "--set", "steps=4", "--set", "batch_size=4", "--set", "log_every=2",
+                             "--set", "checkpoint_every=4",
+                             "--data-dir", str(tmp_path / "data"), "--tracking-uri", f"sqlite:///{db}",
+                             "--storage", str(runs),
+                             "--corpus", str(tiny_synthetic / "soccernet"),
+                             "--soccer-labels", str(tiny_synthetic / "soccernet"),
+                             "--basketball", str(tiny_synthetic / "deepsportradar")], timeout=900)
+        t_sweep = time.monotonic() - t0 - t_up
+        assert sweep.returncode == 0, (sweep.stdout[-3000:] + sweep.stderr[-5000:] + cluster.logs_tail())
+
+    from mlflow.entities import ViewType
+
+    from sportray import tracking
+
+    client = tracking.connect(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("scratch_views")
+    assert exp is not None
+    all_runs = client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)
+    trials = [r for r in all_runs if r.data.tags.get(tracking.TAG_KIND) == tracking.KIND_TRIAL]
+    assert len(trials) == 1, [r.data.tags for r in all_runs]
+    trial = trials[0]
+    assert trial.data.tags[tracking.TAG_STATUS] == "finished", trial.data.tags
+    for name in ("basketball_iou", "soccer_bal_acc", "basketball_iou_ci_low", "soccer_bal_acc_ci_high"):
+        assert 0.0 <= trial.data.metrics[name] <= 1.0, (name, trial.data.metrics)
+    assert trial.data.metrics["steps_done"] == 4
+    assert client.get_metric_history(trial.info.run_id, "train/loss")  # rank 0 logged its steps
+    print(f"\n[two-node] cluster up {t_up:.0f} s, sweep {t_sweep:.0f} s, "
+          f"total {time.monotonic() - t0:.0f} s; nodes {info}")
