@@ -60,9 +60,9 @@ def trainer_run(cfg, store, storage, name):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiny", action="store_true")
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--log-every", type=int, default=25)
-    ap.add_argument("--store-frames", type=int, default=12800)
+    ap.add_argument("--steps", type=int, default=80)
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--store-frames", type=int, default=20480)
     ap.add_argument("--ray-cpus", type=int, default=5)
     ap.add_argument("--views", default="2x224+6x96")
     ap.add_argument("--eager", action="store_true")

@@ -95,8 +95,13 @@ def ddp_run(world, args):
     procs = [ctx.Process(target=worker, args=(r, world, args, q)) for r in range(world)]
     for p in procs:
         p.start()
+    deadline = time.time() + 200
     for p in procs:
-        p.join()
+        p.join(timeout=max(1, deadline - time.time()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+            p.join(5)
     msgs = []
     while not q.empty():
         msgs.append(q.get())
@@ -145,7 +150,7 @@ def main():
     print(table(rows, ["what", "gpus", "frames_s", "mean_frames_s", "scaling_eff", "grad_rank_mismatch", "mismatch_pretrain_pattern", "error"]))
     if not args.skip_ray and ngpu >= 2:
         cmd = [sys.executable, str(ROOT / "bench" / "pipeline.py"), "--workers", "1,2", "--no-bare",
-               "--views", args.views]
+               "--views", args.views, "--ray-cpus", "9"]
         print("\nrunning", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=False)
 

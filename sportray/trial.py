@@ -79,7 +79,11 @@ def run_probe_task(backbone_source: dict, soccer_npz: str, basketball_npz: str, 
     """probe_backbone as a Ray task, so that a sweep's probe takes a GPU only while it runs."""
     import ray
 
-    task = ray.remote(num_cpus=0.5 if gpus == 0 else 1, num_gpus=gpus)(probe_backbone)
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    # Outside the Tune trial's placement group (it holds 0.01 CPU): the probe asks the cluster.
+    task = ray.remote(num_cpus=0.5 if gpus == 0 else 1, num_gpus=gpus)(probe_backbone).options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
     return ray.get(task.remote(backbone_source, soccer_npz, basketball_npz, probe, out_dir, title))
 
 
@@ -133,6 +137,22 @@ def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, trac
     if done is not None:
         say(f"trial {trial_id}: already finished in MLflow run {run_id}; not redone")
         return done
+    try:
+        return _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, tracking_uri, storage,
+                                   in_tune, do_probe)
+    except BaseException as exc:
+        # The run says what happened: a crash is "failed" (never left looking "running").
+        if client.get_run(run_id).data.tags.get("sportray.status") == "running":
+            tracking.set_status(client, run_id, "failed", note=f"{type(exc).__name__}: {exc}"[:500])
+        raise
+
+
+def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, tracking_uri, storage,
+                        in_tune, do_probe) -> dict:
+    from sportray import tracking
+    from sportray.data.defaults import frame_store, probe_sets, resolve
+    from sportray.data.frames import read_store
+    from sportray.pretrain import run_pretrain
 
     paths = resolve(data)
     store = frame_store(data, paths)
