@@ -84,7 +84,7 @@ def main():
                      "frames_s": st.frames / dt, "frames_s_per_core": st.frames / dt / args.ray_cpus, "seconds": dt})
         print(rows[-1], flush=True)
 
-    store = make_store(work / "store_read", read_frames, rows_per_block=256 if not args.tiny else 128)
+    store = make_store(work / "store_read", read_frames, rows_per_block=512 if not args.tiny else 128)
     size = sum(f.stat().st_size for f in (store / "data").glob("*"))
     print(f"read store: {read_frames} frames, {size / 2**20:.0f} MiB ({size / read_frames / 1e3:.0f} kB/frame)", flush=True)
     ctx = ray.data.DataContext.get_current()

@@ -103,7 +103,7 @@ def main():
     ray.init(num_cpus=ray_cpus + (max(workers) - 1) * 1, num_gpus=torch.cuda.device_count() if device == "cuda" else 0,
              include_dashboard=False, log_to_driver=True)
     t0 = time.perf_counter()
-    store = make_store(work / "store", store_frames, rows_per_block=min(256, store_frames))
+    store = make_store(work / "store", store_frames)
     print(f"store: {store_frames} frames in {time.perf_counter() - t0:.1f} s, "
           f"{sum(f.stat().st_size for f in (store / 'data').glob('*')) / 2**20:.0f} MiB", flush=True)
     for w in workers:

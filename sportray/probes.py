@@ -615,25 +615,29 @@ def probe_soccer(features: torch.Tensor | np.ndarray, labels: np.ndarray, split:
 # ---------------------------------------------------------------------------------------------
 
 def evaluate(backbone: torch.nn.Module, basketball: dict | None, soccer: dict | None,
-             cfg: ProbeConfig | None = None, device=None) -> dict:
+             cfg: ProbeConfig | None = None, device=None, min_steps: int = PROBE_MIN_STEPS,
+             max_steps: int = PROBE_MAX_STEPS) -> dict:
     """Extract frozen features once per probe set and run both probes.
 
     `basketball` / `soccer` are the probe-set arrays (the .npz contents of CONTRACTS.md:
     images, tiles, split / images, label, split); either may be None to skip it.
     Returns {"basketball": BasketballResult | None, "soccer": SoccerResult | None,
-    "metrics": metrics_dict(...)}.
+    "metrics": metrics_dict(...)}. min_steps / max_steps bound the probes' optimizer steps
+    (module docstring); lower them only for smoke runs.
     """
     cfg = cfg or ProbeConfig()
     dev = _device(device)
     out: dict = {"basketball": None, "soccer": None}
     if basketball is not None:
         feats = extract_features(backbone, basketball["images"], dev, cfg.feature_batch)
-        out["basketball"] = probe_basketball(feats, basketball["tiles"], basketball["split"], cfg, dev)
+        out["basketball"] = probe_basketball(feats, basketball["tiles"], basketball["split"], cfg, dev,
+                                             min_steps=min_steps, max_steps=max_steps)
         del feats
     if soccer is not None:
         feats = extract_features(backbone, soccer["images"], dev, cfg.feature_batch, pool=True)
         labels = soccer["label"] if "label" in soccer else soccer["labels"]
-        out["soccer"] = probe_soccer(feats, labels, soccer["split"], cfg, dev)
+        out["soccer"] = probe_soccer(feats, labels, soccer["split"], cfg, dev, min_steps=min_steps,
+                                     max_steps=max_steps)
         del feats
     out["metrics"] = metrics_dict(out)
     return out

@@ -24,6 +24,11 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
             kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=num_cpus)
         ctx = ray.init(**kwargs)
         url = getattr(ctx, "dashboard_url", None) or ""
+        # Helpers Ray starts later (Tune's placement-group cleaner) look for "the" local
+        # cluster; with two on one machine (a test session beside a sweep) they must be told.
+        gcs = ray.get_runtime_context().gcs_address
+        if gcs:
+            os.environ.setdefault("RAY_ADDRESS", gcs)
     else:
         url = ray.get_runtime_context().gcs_address and _dashboard_url()
     if url and not url.startswith("http"):

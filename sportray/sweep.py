@@ -37,6 +37,7 @@ class Preset:
     num_configs: int = 2
     seeds: tuple[int, ...] = (0, 1)
     space: dict | None = None          # overrides the spec's space for this preset
+    start_points: list[dict] = field(default_factory=list)  # recipes Optuna evaluates first
 
 
 @dataclass
@@ -67,14 +68,26 @@ def _trainable(config: dict, ctx: dict) -> None:
     metrics = run_trial(cfg, DataConfig(**{**ctx["data"], **data_overrides}), ProbeConfig(**ctx["probe"]),
                         tracking_uri=ctx["tracking_uri"], experiment=ctx["experiment"],
                         parent_run_id=ctx["parent_run_id"], trial_id=trial_id,
-                        storage=ctx["storage"], in_tune=True)
+                        storage=ctx["storage"], in_tune=True,
+                        config_key=trial_key(cfg, {**overrides, **data_overrides}))
     report = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     report["status"] = metrics.get("status", "")
+    report["mlflow_run_id"] = metrics.get("mlflow_run_id", "")
     report["seed"] = seed
     if metrics.get("status") == "diverged":
         # No objective value: OptunaSearch records the trial as pruned, never as a good score.
         report.pop(ctx["metric"], None)
     ray.tune.report(report)
+
+
+def trial_key(cfg: PretrainConfig, searched: dict) -> str:
+    """The trial's name in MLflow: what differs between trials (the searched fields), e.g.
+    "scratch views=2x224+6x96 steps=60 clip=1 lr=0.001"; the seed is added by the run name."""
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+    order = ["views", "steps", "clip", "lr"]
+    keys = sorted(searched, key=lambda k: (order.index(k) if k in order else len(order), k))
+    return " ".join([cfg.arm] + [f"{k}={fmt(searched[k])}" for k in keys])
 
 
 class _FailAwareRepeater:
@@ -190,7 +203,11 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        searcher = OptunaSearch(metric=spec.metric, mode=spec.mode, seed=search_seed)
+        # Start points: the preset's first recipes (e.g. the views comparison at equal steps),
+        # minus fields fixed by --set; Optuna's TPE proposes the rest.
+        start = [{k: v for k, v in p.items() if k in space} for p in preset.start_points[:n_configs]]
+        searcher = OptunaSearch(metric=spec.metric, mode=spec.mode, seed=search_seed,
+                                points_to_evaluate=[p for p in start if p] or None)
         if len(seeds) > 1:
             searcher = _FailAwareRepeater.make(searcher, repeat=len(seeds))
         searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent(pretrain))

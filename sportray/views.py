@@ -186,7 +186,8 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, apply: torch.Tensor) -> 
     sub = x.index_select(0, idx)
     sig = sigma.to(x.device).index_select(0, idx)
     blurred = _blur_matmul(sub, sig) if x.is_cuda else _blur_conv(sub, sig)
-    return x.index_copy(0, idx, blurred)
+    # under bf16 autocast (pretrain.py builds the views inside it) the matmuls return bf16
+    return x.index_copy(0, idx, blurred.to(x.dtype))
 
 
 # ---------------------------------------------------------------------------------------------

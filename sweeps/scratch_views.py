@@ -33,10 +33,13 @@ SPEC = SweepSpec(
             num_configs=2, seeds=(0, 1),
             space={
                 "views": tune.choice(["2x224", "2x224+6x96"]),
-                "steps": tune.choice([40, 80]),
+                "steps": tune.choice([40, 60, 80]),
                 "clip": tune.choice([0.0, 1.0]),
                 "lr": tune.loguniform(3e-4, 2e-3),
-            }),
+            },
+            # the question of the sweep first: global-only vs multi-resolution views, equal budget
+            start_points=[dict(views="2x224", steps=60, clip=1.0, lr=1e-3),
+                          dict(views="2x224+6x96", steps=60, clip=1.0, lr=1e-3)]),
         "paper": Preset(
             pretrain=dict(arm="scratch", model="vit_small", batch_size=256, warmup_steps=1000,
                           log_every=50, checkpoint_every=2000, gpus_per_worker=1, cpus_per_worker=4,

@@ -320,7 +320,7 @@ def test_two_node_cluster_runs_a_tiny_sweep_into_mlflow(tmp_path, tiny_synthetic
         info = json.loads(out.stdout.strip().splitlines()[-1])
         assert info["alive"] == 2 and info["cpus"] == 2, info
         sweep = cluster.run([sys.executable, "sweeps/scratch_views.py", "--address", cluster.address,
-                             "--num-configs", "1", "--seeds", "0",
+                             "--num-configs", "1", "--seeds", "0,1",
                              "--set", "steps=4", "--set", "batch_size=4", "--set", "log_every=2",
                              "--set", "checkpoint_every=4",
                              "--data-dir", str(tmp_path / "data"), "--tracking-uri", f"sqlite:///{db}",
@@ -329,7 +329,9 @@ def test_two_node_cluster_runs_a_tiny_sweep_into_mlflow(tmp_path, tiny_synthetic
                              "--soccer-labels", str(tiny_synthetic / "soccernet"),
                              "--basketball", str(tiny_synthetic / "deepsportradar")], timeout=900)
         t_sweep = time.monotonic() - t0 - t_up
-        assert sweep.returncode == 0, (sweep.stdout[-3000:] + sweep.stderr[-5000:] + cluster.logs_tail())
+        (tmp_path / "sweep.out").write_text(sweep.stdout + "\n--- stderr\n" + sweep.stderr)
+        assert sweep.returncode == 0, (f"sweep failed ({sweep.returncode}), output in {tmp_path / 'sweep.out'}\n"
+                                       + sweep.stderr[-5000:] + cluster.logs_tail())
 
     from mlflow.entities import ViewType
 

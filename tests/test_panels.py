@@ -77,7 +77,7 @@ def test_panels_write_valid_pngs(tmp_path):
         masks[i, 40 + 10 * i: 90 + 10 * i, 30:60] = True
     probs = rng.random((n, 14, 14)).astype(np.float32)
     ious = np.linspace(0.9, 0.1, n)
-    p = basketball_rows(images, masks, probs, ious, tmp_path / "sub" / "basketball.png")
+    p = basketball_rows(images, masks, probs, ious, tmp_path / "sub" / "basketball.png", n_rows=2)
     assert p == tmp_path / "sub" / "basketball.png"
     _assert_png(p)
 

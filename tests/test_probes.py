@@ -256,7 +256,7 @@ def test_evaluate_runs_both_probes_and_names_metrics_as_the_contract():
         "split": np.repeat(np.array(["train", "valid", "test"]), 17),
     }
     cfg = ProbeConfig(bootstrap=50, feature_batch=16)
-    out = evaluate(TinyConvBackbone(), basketball, soccer, cfg, device="cpu")
+    out = evaluate(TinyConvBackbone(), basketball, soccer, cfg, device="cpu", min_steps=200)
     assert isinstance(out["basketball"], BasketballResult) and isinstance(out["soccer"], SoccerResult)
     m = out["metrics"]
     assert set(m) == CONTRACT_NAMES
@@ -264,7 +264,7 @@ def test_evaluate_runs_both_probes_and_names_metrics_as_the_contract():
     assert m["basketball_test_frames"] == 3 and m["soccer_test_events"] == 17
     assert m["basketball_iou_ci_low"] <= m["basketball_iou"] <= m["basketball_iou_ci_high"]
     assert set(metrics_dict(out["soccer"])) == {k for k in CONTRACT_NAMES if k.startswith("soccer")}
-    only = evaluate(TinyConvBackbone(), None, soccer, cfg, device="cpu")
+    only = evaluate(TinyConvBackbone(), None, soccer, cfg, device="cpu", min_steps=200)
     assert only["basketball"] is None and set(only["metrics"]) == {k for k in CONTRACT_NAMES if k.startswith("soccer")}
 
 
