@@ -45,6 +45,28 @@ def build_model(cfg: PretrainConfig, base_path: str = "") -> tuple[nn.Module, nn
     return backbone, head
 
 
+class LeJEPAStep(nn.Module):
+    """Backbone over every view group + the LeJEPA head, as ONE forward.
+
+    DDP all-reduces gradients only for a forward through its own wrapper, so the whole step
+    (all view groups, then the loss) must be a single call of the wrapped module: calling the
+    backbone and head directly would train a separate model per rank."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        # The callable that encodes views: the backbone, or its compiled view with --compile.
+        # Not a registered submodule, so parameters and state_dict keys appear once.
+        object.__setattr__(self, "encode", backbone)
+
+    def forward(self, views: list[torch.Tensor], step: int, seed: int) -> dict:
+        embeddings = []
+        for v in views:
+            count, b = v.shape[:2]
+            embeddings.append(self.encode(v.flatten(0, 1)).view(count, b, -1))
+        return self.head(embeddings, step=step, seed=seed)
+
+
 def resolve_base(base: str):
     """The frozen base of the LoRA arm: a DINOv3 weights file or a sportray checkpoint dir."""
     from sportray import backbones
@@ -140,12 +162,12 @@ def train_loop_per_worker(config: dict) -> None:
     backbone_trainable = [p for p in backbone.parameters() if p.requires_grad]
     init_params = [p.detach().clone().to(device) for p in backbone_trainable]
     init_norm = _norm(init_params).clamp_min(1e-12)  # ||theta_0||: the study's drift yardstick
-    model = nn.ModuleDict({"backbone": backbone, "head": head})
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": False})
-    inner = model.module if hasattr(model, "module") else model
-    forward_backbone = inner["backbone"]
+    step_module = LeJEPAStep(backbone, head)
     if cfg.compile:
-        forward_backbone = torch.compile(forward_backbone)
+        # Only the backbone: SIGReg's gradient-carrying all_reduce does not trace.
+        object.__setattr__(step_module, "encode", torch.compile(backbone))
+    model = ray.train.torch.prepare_model(step_module, parallel_strategy_kwargs={"find_unused_parameters": False})
+    inner = step_module
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   betas=(0.9, 0.999), fused=on_gpu)
 
@@ -212,12 +234,7 @@ def train_loop_per_worker(config: dict) -> None:
             gen.manual_seed((cfg.seed * 1_000_003 + step * 7_919 + rank) % (2**63))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
                 views = make_views(frames, groups, gen)
-                embeddings = []
-                for v in views:
-                    count, b = v.shape[:2]
-                    z = forward_backbone(v.flatten(0, 1))
-                    embeddings.append(z.view(count, b, -1))
-                out = inner["head"](embeddings, step=step, seed=cfg.seed)
+                out = model(views, step, cfg.seed)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             grad_norm = clip_gradients(trainable, cfg.clip)
@@ -259,7 +276,7 @@ def train_loop_per_worker(config: dict) -> None:
                         if rank == 0:
                             save_state(d)
                             if status != "running":
-                                save_final_backbone(inner["backbone"], cfg, step, status,
+                                save_final_backbone(inner.backbone, cfg, step, status,
                                                     Path(d) / BACKBONE_DIR, config)
                         ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(d)
                                          if rank == 0 else None)

@@ -1,0 +1,253 @@
+"""What a user sees in a browser: the MLflow compare view of a sweep's trials and the Ray
+dashboard, loaded in headless Chromium (Debian's `chromium`; skipped without it).
+
+Screenshots are kept for people to look at: the test prints where (browser-artifacts/ at the
+repository root, or $SPORTRAY_BROWSER_ARTIFACTS).
+
+The MLflow store is the one a finished tiny sweep leaves, written through sportray.tracking
+(the same calls run_sweep/run_trial make: a parent run, four trial runs named
+"<config key> s<seed>" with PretrainConfig params, train/* step curves, probe metrics with
+their CIs, a training-curves panel and trial_config.json as artifacts) instead of training
+four trials here, so the file stays well under two minutes. tests/test_cluster.py runs the
+real sweep into MLflow.
+
+The Ray dashboard runs with Ray 2.60's token auth. Without a token its web UI asks for one
+(a dialog; /api/* answers 401) -- the first screenshot shows that. The jobs and actors pages are
+then loaded through a local reverse proxy that adds `Authorization: Bearer <token>` to every
+request (what an authenticating proxy in front of the dashboard does; Ray also accepts
+X-Ray-Authorization for that), since headless Chromium's command line cannot type into the
+dialog or set the HttpOnly cookie it would leave.
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socketserver
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("SPORTRAY_CHROMIUM", "/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason=f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def artifacts_dir() -> Path:
+    d = Path(os.environ.get("SPORTRAY_BROWSER_ARTIFACTS", ROOT / "browser-artifacts"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def chromium(url: str, profile: Path, *, screenshot: Path | None = None, budget_ms: int = 20000,
+             size: str = "1600,1000", timeout: float = 120) -> str:
+    """Load `url` in headless Chromium; returns the DOM after `budget_ms` of virtual time, or
+    writes a PNG screenshot."""
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}",
+           f"--window-size={size}", f"--virtual-time-budget={budget_ms}"]
+    cmd += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=timeout)
+    if screenshot:
+        assert screenshot.exists() and screenshot.stat().st_size > 10_000, out.stderr[-2000:]
+        return ""
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def wait_http(url: str, timeout: float = 120, headers: dict | None = None, proc=None) -> int:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}) before {url} answered")
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError as e:
+            last = e
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer in {timeout:.0f} s ({last})")
+
+
+# ----------------------------------------------------------------------------- MLflow
+
+def write_finished_sweep(uri: str, art: Path) -> tuple[str, list[tuple[str, str]]]:
+    """A finished tiny sweep as run_sweep/run_trial log it: (experiment id, [(run id, run name)])."""
+    from sportray import panels, tracking
+    from sportray.config import PretrainConfig, flatten
+
+    client = tracking.connect(uri)
+    exp = tracking.experiment_id(client, "scratch_views", artifact_location=str(art))
+    parent = tracking.parent_run(client, exp, "scratch_views", art / "scratch_views-20260101-000000",
+                                 {"preset": "demo", "num_configs": 2, "seeds": "0,1", "metric": "basketball_iou"})
+    runs = []
+    recipes = [dict(views="2x224", steps=40, clip=0.0, lr=5e-4), dict(views="2x224+6x96", steps=40, clip=1.0, lr=1e-3)]
+    for i, recipe in enumerate(recipes):
+        for seed in (0, 1):
+            cfg = PretrainConfig(arm="scratch", model="vit_tiny_demo", batch_size=16, seed=seed, **recipe)
+            key = tracking.config_key(cfg, vary=["lr"])
+            run_id = tracking.trial_run(client, exp, parent, f"t{i}{seed}", key, flatten(cfg), seed)
+            with tracking.StepLogger(client, run_id) as log:
+                for step in range(10, 41, 10):
+                    log.log(step, {"train/loss": 1.0 / step + 0.01 * seed, "train/inv": 0.5 / step,
+                                   "train/sigreg": 2.0 / step, "train/grad_norm": 1.5, "train/weight_norm": 30.0,
+                                   "train/rel_dist_init": step / 1000, "train/lr": recipe["lr"],
+                                   "train/frames_per_s": 40.0})
+            history = {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)]
+                       for k in ("train/loss", "train/inv", "train/sigreg", "train/grad_norm")}
+            run_dir = art / f"panels-{i}{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            curves = panels.training_curves(history, run_dir / "training_curves.png", title=key)
+            (run_dir / "trial_config.json").write_text(json.dumps({"pretrain": flatten(cfg), "status": "finished"}))
+            iou, acc = 0.40 + 0.05 * i + 0.01 * seed, 0.20 + 0.04 * i - 0.01 * seed
+            tracking.log_final(client, run_id, {
+                "basketball_iou": iou, "basketball_iou_ci_low": iou - 0.05, "basketball_iou_ci_high": iou + 0.05,
+                "basketball_test_frames": 24, "soccer_bal_acc": acc, "soccer_bal_acc_ci_low": acc - 0.06,
+                "soccer_bal_acc_ci_high": acc + 0.06, "soccer_test_events": 34, "final_loss": 0.025,
+                "diverged": 0.0, "steps_done": 40}, [curves, run_dir / "trial_config.json"], status="finished", step=40)
+            runs.append((run_id, tracking.run_name(key, seed)))
+    tracking.set_status(client, parent, "finished")
+    return exp, runs
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(tmp_path_factory):
+    import sys
+
+    from test_cluster import free_port
+
+    d = tmp_path_factory.mktemp("mlflow-ui")
+    uri = f"sqlite:///{d / 'mlflow.db'}"
+    exp, runs = write_finished_sweep(uri, d / "artifacts")
+    port = free_port()
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    log = (d / "mlflow-ui.log").open("w")
+    proc = subprocess.Popen([mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert wait_http(base + "/health", proc=proc) == 200
+        yield base, exp, runs
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_mlflow_compare_view_lists_every_trial_and_the_probe_metric(mlflow_ui, artifacts_dir, tmp_path):
+    base, exp, runs = mlflow_ui
+    assert len(runs) >= 4
+    t0 = time.monotonic()
+    query = urllib.parse.urlencode({"runs": json.dumps([r for r, _ in runs]), "experiments": json.dumps([exp])},
+                                   quote_via=urllib.parse.quote)
+    url = f"{base}/#/compare-runs?{query}"
+    dom = chromium(url, tmp_path / "profile")
+    for _run_id, name in runs:
+        assert name in dom, (name, dom[:3000])
+    assert "basketball_iou" in dom and "soccer_bal_acc" in dom
+    shot = artifacts_dir / "mlflow_compare.png"
+    chromium(url, tmp_path / "profile", screenshot=shot, size="1600,1400")
+    chromium(f"{base}/#/experiments/{exp}", tmp_path / "profile", screenshot=artifacts_dir / "mlflow_experiment.png")
+    print(f"\n[browser] MLflow compare view of {len(runs)} trials: {shot} "
+          f"(+ mlflow_experiment.png), {time.monotonic() - t0:.0f} s")
+
+
+# ----------------------------------------------------------------------------- Ray dashboard
+
+class _TokenProxy(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+
+def token_proxy(target: str, token: str) -> tuple[_TokenProxy, str]:
+    """127.0.0.1 reverse proxy to `target` that adds the dashboard token to every request."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _forward(self):
+            body = None
+            if self.headers.get("Content-Length"):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+            headers = {k: v for k, v in self.headers.items()
+                       if k.lower() not in ("host", "accept-encoding", "connection")}
+            headers["Authorization"] = f"Bearer {token}"
+            req = urllib.request.Request(target + self.path, data=body, headers=headers, method=self.command)
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    status, rheaders, data = r.status, r.headers, r.read()
+            except urllib.error.HTTPError as e:
+                status, rheaders, data = e.code, e.headers, e.read()
+            self.send_response(status)
+            for k, v in rheaders.items():
+                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
+
+        def log_message(self, *args):
+            pass
+
+    server = _TokenProxy(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+DRIVER = r"""
+import sys, ray
+from sportray.metrics import report_probe
+ray.init(address=sys.argv[1], logging_level="ERROR")
+# leaves the long-lived sportray-metrics actor behind: the actors page has a row to show
+assert report_probe("scratch 2x224 steps=40 clip=off s0", "scratch", {"basketball_iou": 0.42, "status": "finished"})
+print("ok")
+"""
+
+
+def test_ray_dashboard_jobs_and_actors_pages(tmp_path, artifacts_dir):
+    from test_cluster import LocalRayCluster
+
+    t0 = time.monotonic()
+    with LocalRayCluster(tmp_path / "cluster", nodes=1, cpus=1, dashboard=True) as cluster:
+        base = cluster.dashboard_url
+        assert wait_http(base + "/api/version", timeout=180) == 401            # token auth is on
+        bearer = {"Authorization": f"Bearer {cluster.token}"}
+        assert wait_http(base + "/api/version", headers=bearer) == 200
+        out = cluster.run_python(DRIVER, args=[cluster.address])
+        assert out.returncode == 0, out.stderr[-3000:]
+
+        # 1. no token: the UI asks for one (what a newcomer meets first)
+        dom = chromium(base + "/#/jobs", tmp_path / "p1")
+        assert "token" in dom.lower(), dom[:2000]
+        chromium(base + "/#/jobs", tmp_path / "p1", screenshot=artifacts_dir / "ray_dashboard_login.png")
+
+        # 2. with the token added by a local proxy: jobs and actors
+        proxy, purl = token_proxy(base, cluster.token)
+        try:
+            jobs_dom = chromium(purl + "/#/jobs", tmp_path / "p2", budget_ms=30000)
+            assert "Jobs" in jobs_dom and "01000000" in jobs_dom, jobs_dom[:3000]   # the driver's job id
+            chromium(purl + "/#/jobs", tmp_path / "p2", screenshot=artifacts_dir / "ray_dashboard_jobs.png",
+                     budget_ms=30000)
+            actors_dom = chromium(purl + "/#/actors", tmp_path / "p2", budget_ms=30000)
+            assert "_ProbeMetricsHolder" in actors_dom, actors_dom[:3000]
+            chromium(purl + "/#/actors", tmp_path / "p2", screenshot=artifacts_dir / "ray_dashboard_actors.png",
+                     budget_ms=30000)
+        finally:
+            proxy.shutdown()
+    print(f"\n[browser] Ray dashboard screenshots in {artifacts_dir}: ray_dashboard_login.png, "
+          f"ray_dashboard_jobs.png, ray_dashboard_actors.png ({time.monotonic() - t0:.0f} s)")
+
