@@ -135,7 +135,7 @@ class TrainMetrics:
 class ProbeMetrics:
     """Probe gauges (basketball IoU, soccer balanced accuracy, final loss, diverged) and the
     trials-finished counter, set in the process that holds this object. ``report_probe``
-    runs one of these inside the long-lived ``sportray-metrics`` actor."""
+    runs one of these inside the long-lived ``sportray-metrics`` actor (``SportrayMetrics``)."""
 
     def __init__(self):
         self.enabled = ray_ready()
@@ -165,20 +165,15 @@ class ProbeMetrics:
         return n
 
 
-def _holder_class():
-    import ray
+class SportrayMetrics:
+    """The long-lived actor (``sportray-metrics``) that keeps finished trials' probe gauges and
+    the trials-finished counter on the metrics endpoint after the trials' processes are gone."""
 
-    @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-    class _ProbeMetricsHolder:
-        """Keeps finished trials' probe gauges alive on the metrics endpoint."""
+    def __init__(self):
+        self.metrics = ProbeMetrics()
 
-        def __init__(self):
-            self.metrics = ProbeMetrics()
-
-        def set(self, trial: str, arm: str, metrics: dict) -> int:
-            return self.metrics.set(trial, arm, metrics)
-
-    return _ProbeMetricsHolder
+    def set(self, trial: str, arm: str, metrics: dict) -> int:
+        return self.metrics.set(trial, arm, metrics)
 
 
 def report_probe(trial: str, arm: str, metrics: Mapping[str, object], *, timeout_s: float = 60.0) -> bool:
@@ -196,8 +191,9 @@ def report_probe(trial: str, arm: str, metrics: Mapping[str, object], *, timeout
 
         values = {k: metrics.get(k) for k in (*PROBE_GAUGES, "status") if k in metrics}
         values = {k: (str(v) if k == "status" else _value(v)) for k, v in values.items()}
-        holder = _holder_class().options(name=ACTOR_NAME, namespace=ACTOR_NAMESPACE, lifetime="detached",
-                                         get_if_exists=True).remote()
+        holder = ray.remote(SportrayMetrics).options(
+            name=ACTOR_NAME, namespace=ACTOR_NAMESPACE, lifetime="detached", get_if_exists=True,
+            num_cpus=0, max_restarts=-1, max_task_retries=-1).remote()
         ray.get(holder.set.remote(str(trial), str(arm), values), timeout=timeout_s)
         return True
     except Exception as exc:

@@ -179,6 +179,9 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
         say(f"  skipped {bad['path']}: {bad['reason']}")
     probe_sets(data, paths)
     data = dataclasses.replace(data, store=store.path)
+    if pretrain.arm == "lora" and pretrain.base in ("", "synthetic-demo"):
+        from sportray.trial import ensure_demo_base
+        ensure_demo_base(data, store.path, str(storage_path / "train"))  # once, before trials race for it
 
     sweep_dir = latest_sweep_dir(storage_path, spec.name) if resume else None
     if resume and sweep_dir is None:
@@ -208,8 +211,9 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
         start = [{k: v for k, v in p.items() if k in space} for p in preset.start_points[:n_configs]]
         searcher = OptunaSearch(metric=spec.metric, mode=spec.mode, seed=search_seed,
                                 points_to_evaluate=[p for p in start if p] or None)
-        if len(seeds) > 1:
-            searcher = _FailAwareRepeater.make(searcher, repeat=len(seeds))
+        # Always through the Repeater, even for one seed: it hides Train's intermediate reports
+        # (which lack the probe metric) from OptunaSearch, and tells Optuna a diverged recipe failed.
+        searcher = _FailAwareRepeater.make(searcher, repeat=len(seeds))
         searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent(pretrain))
         sched = None
         if scheduler == "asha":

@@ -23,6 +23,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import signal
 import socketserver
 import subprocess
 import threading
@@ -140,12 +141,13 @@ def mlflow_ui(tmp_path_factory):
         base = f"http://127.0.0.1:{port}"
         assert wait_http(base + "/health", proc=proc) == 200
         yield base, exp, runs
-    finally:
-        proc.terminate()
+    finally:  # the server and its uvicorn child: the process group this fixture started
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 def test_mlflow_compare_view_lists_every_trial_and_the_probe_metric(mlflow_ui, artifacts_dir, tmp_path):
@@ -161,7 +163,9 @@ def test_mlflow_compare_view_lists_every_trial_and_the_probe_metric(mlflow_ui, a
     assert "basketball_iou" in dom and "soccer_bal_acc" in dom
     shot = artifacts_dir / "mlflow_compare.png"
     chromium(url, tmp_path / "profile", screenshot=shot, size="1600,1400")
-    chromium(f"{base}/#/experiments/{exp}", tmp_path / "profile", screenshot=artifacts_dir / "mlflow_experiment.png")
+    # where the README sends people first: the experiment's runs (trials nest under the sweep's parent run)
+    chromium(f"{base}/#/experiments/{exp}/runs", tmp_path / "profile",
+             screenshot=artifacts_dir / "mlflow_experiment.png")
     print(f"\n[browser] MLflow compare view of {len(runs)} trials: {shot} "
           f"(+ mlflow_experiment.png), {time.monotonic() - t0:.0f} s")
 
@@ -243,7 +247,7 @@ def test_ray_dashboard_jobs_and_actors_pages(tmp_path, artifacts_dir):
             chromium(purl + "/#/jobs", tmp_path / "p2", screenshot=artifacts_dir / "ray_dashboard_jobs.png",
                      budget_ms=30000)
             actors_dom = chromium(purl + "/#/actors", tmp_path / "p2", budget_ms=30000)
-            assert "_ProbeMetricsHolder" in actors_dom, actors_dom[:3000]
+            assert "SportrayMetrics" in actors_dom and "sportray-metrics" in actors_dom, actors_dom[:3000]
             chromium(purl + "/#/actors", tmp_path / "p2", screenshot=artifacts_dir / "ray_dashboard_actors.png",
                      budget_ms=30000)
         finally:
