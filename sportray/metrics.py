@@ -176,6 +176,9 @@ class SportrayMetrics:
         return self.metrics.set(trial, arm, metrics)
 
 
+_remote_class = None
+
+
 def report_probe(trial: str, arm: str, metrics: Mapping[str, object], *, timeout_s: float = 60.0) -> bool:
     """Publish one finished trial's probe metrics (basketball_iou, soccer_bal_acc, final_loss,
     diverged) as gauges labelled (trial, arm), plus ``ray_sportray_trials_finished_total``.
@@ -191,7 +194,10 @@ def report_probe(trial: str, arm: str, metrics: Mapping[str, object], *, timeout
 
         values = {k: metrics.get(k) for k in (*PROBE_GAUGES, "status") if k in metrics}
         values = {k: (str(v) if k == "status" else _value(v)) for k, v in values.items()}
-        holder = ray.remote(SportrayMetrics).options(
+        global _remote_class
+        if _remote_class is None:
+            _remote_class = ray.remote(SportrayMetrics)
+        holder = _remote_class.options(
             name=ACTOR_NAME, namespace=ACTOR_NAMESPACE, lifetime="detached", get_if_exists=True,
             num_cpus=0, max_restarts=-1, max_task_retries=-1).remote()
         ray.get(holder.set.remote(str(trial), str(arm), values), timeout=timeout_s)

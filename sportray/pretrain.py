@@ -272,6 +272,8 @@ def train_loop_per_worker(config: dict) -> None:
                 report = {"step": step, "epoch": epoch, "status": status, "reason": reason,
                           "spikes": guard.spikes, "resumed_from": resumed_from, **last}
                 if ckpt_now or status != "running":
+                    if logger:
+                        logger.flush()  # curves up to the checkpoint are safe before it counts
                     with tempfile.TemporaryDirectory() as d:
                         if rank == 0:
                             save_state(d)

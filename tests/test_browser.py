@@ -50,18 +50,18 @@ def artifacts_dir() -> Path:
 
 def chromium(url: str, profile: Path, *, screenshot: Path | None = None, budget_ms: int = 20000,
              size: str = "1600,1000", timeout: float = 120) -> str:
-    """Load `url` in headless Chromium; returns the DOM after `budget_ms` of virtual time, or
-    writes a PNG screenshot."""
+    """Load `url` in headless Chromium; returns the DOM after `budget_ms` of virtual time and,
+    with `screenshot`, writes a PNG of the same page load."""
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}",
-           f"--window-size={size}", f"--virtual-time-budget={budget_ms}"]
-    cmd += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
+           f"--window-size={size}", f"--virtual-time-budget={budget_ms}", "--dump-dom"]
+    if screenshot:
+        cmd.append(f"--screenshot={screenshot}")
     out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-2000:]
     if screenshot:
         assert screenshot.exists() and screenshot.stat().st_size > 10_000, out.stderr[-2000:]
-        return ""
-    assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
 
@@ -84,12 +84,11 @@ def wait_http(url: str, timeout: float = 120, headers: dict | None = None, proc=
 
 # ----------------------------------------------------------------------------- MLflow
 
-def write_finished_sweep(uri: str, art: Path) -> tuple[str, list[tuple[str, str]]]:
+def write_finished_sweep(client, art: Path) -> tuple[str, list[tuple[str, str]]]:
     """A finished tiny sweep as run_sweep/run_trial log it: (experiment id, [(run id, run name)])."""
     from sportray import panels, tracking
     from sportray.config import PretrainConfig, flatten
 
-    client = tracking.connect(uri)
     exp = tracking.experiment_id(client, "scratch_views", artifact_location=str(art))
     parent = tracking.parent_run(client, exp, "scratch_views", art / "scratch_views-20260101-000000",
                                  {"preset": "demo", "num_configs": 2, "seeds": "0,1", "metric": "basketball_iou"})
@@ -106,11 +105,12 @@ def write_finished_sweep(uri: str, art: Path) -> tuple[str, list[tuple[str, str]
                                    "train/sigreg": 2.0 / step, "train/grad_norm": 1.5, "train/weight_norm": 30.0,
                                    "train/rel_dist_init": step / 1000, "train/lr": recipe["lr"],
                                    "train/frames_per_s": 40.0})
-            history = {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)]
-                       for k in ("train/loss", "train/inv", "train/sigreg", "train/grad_norm")}
             run_dir = art / f"panels-{i}{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
-            curves = panels.training_curves(history, run_dir / "training_curves.png", title=key)
+            if not runs:  # one picture, drawn once (matplotlib is the slow part), logged by every trial
+                history = {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)]
+                           for k in ("train/loss", "train/inv", "train/sigreg", "train/grad_norm")}
+                curves = panels.training_curves(history, art / "training_curves.png", title=key)
             (run_dir / "trial_config.json").write_text(json.dumps({"pretrain": flatten(cfg), "status": "finished"}))
             iou, acc = 0.40 + 0.05 * i + 0.01 * seed, 0.20 + 0.04 * i - 0.01 * seed
             tracking.log_final(client, run_id, {
@@ -129,15 +129,18 @@ def mlflow_ui(tmp_path_factory):
 
     from test_cluster import free_port
 
+    from sportray import tracking
+
     d = tmp_path_factory.mktemp("mlflow-ui")
     uri = f"sqlite:///{d / 'mlflow.db'}"
-    exp, runs = write_finished_sweep(uri, d / "artifacts")
+    client = tracking.connect(uri)   # creates the schema before the server opens the file
     port = free_port()
     mlflow = str(Path(sys.executable).with_name("mlflow"))
     log = (d / "mlflow-ui.log").open("w")
     proc = subprocess.Popen([mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port),
                              "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        exp, runs = write_finished_sweep(client, d / "artifacts")   # while the server starts
         base = f"http://127.0.0.1:{port}"
         assert wait_http(base + "/health", proc=proc) == 200
         yield base, exp, runs
@@ -157,12 +160,11 @@ def test_mlflow_compare_view_lists_every_trial_and_the_probe_metric(mlflow_ui, a
     query = urllib.parse.urlencode({"runs": json.dumps([r for r, _ in runs]), "experiments": json.dumps([exp])},
                                    quote_via=urllib.parse.quote)
     url = f"{base}/#/compare-runs?{query}"
-    dom = chromium(url, tmp_path / "profile")
+    shot = artifacts_dir / "mlflow_compare.png"
+    dom = chromium(url, tmp_path / "profile", screenshot=shot, size="1600,2600")  # down to the metrics table
     for _run_id, name in runs:
         assert name in dom, (name, dom[:3000])
     assert "basketball_iou" in dom and "soccer_bal_acc" in dom
-    shot = artifacts_dir / "mlflow_compare.png"
-    chromium(url, tmp_path / "profile", screenshot=shot, size="1600,1400")
     # where the README sends people first: the experiment's runs (trials nest under the sweep's parent run)
     chromium(f"{base}/#/experiments/{exp}/runs", tmp_path / "profile",
              screenshot=artifacts_dir / "mlflow_experiment.png")
@@ -235,21 +237,19 @@ def test_ray_dashboard_jobs_and_actors_pages(tmp_path, artifacts_dir):
         assert out.returncode == 0, out.stderr[-3000:]
 
         # 1. no token: the UI asks for one (what a newcomer meets first)
-        dom = chromium(base + "/#/jobs", tmp_path / "p1")
-        assert "token" in dom.lower(), dom[:2000]
-        chromium(base + "/#/jobs", tmp_path / "p1", screenshot=artifacts_dir / "ray_dashboard_login.png")
+        dom = chromium(base + "/#/jobs", tmp_path / "p1", screenshot=artifacts_dir / "ray_dashboard_login.png")
+        assert "Authentication Token Required" in dom and "ray get-auth-token" in dom, dom[:2000]
 
         # 2. with the token added by a local proxy: jobs and actors
         proxy, purl = token_proxy(base, cluster.token)
         try:
-            jobs_dom = chromium(purl + "/#/jobs", tmp_path / "p2", budget_ms=30000)
-            assert "Jobs" in jobs_dom and "01000000" in jobs_dom, jobs_dom[:3000]   # the driver's job id
-            chromium(purl + "/#/jobs", tmp_path / "p2", screenshot=artifacts_dir / "ray_dashboard_jobs.png",
-                     budget_ms=30000)
-            actors_dom = chromium(purl + "/#/actors", tmp_path / "p2", budget_ms=30000)
+            jobs_dom = chromium(purl + "/#/jobs", tmp_path / "p2", budget_ms=30000,
+                                screenshot=artifacts_dir / "ray_dashboard_jobs.png")
+            assert "Authentication Token Required" not in jobs_dom
+            assert "01000000" in jobs_dom and "SUCCEEDED" in jobs_dom, jobs_dom[:3000]   # the driver's job
+            actors_dom = chromium(purl + "/#/actors", tmp_path / "p2", budget_ms=30000,
+                                  screenshot=artifacts_dir / "ray_dashboard_actors.png")
             assert "SportrayMetrics" in actors_dom and "sportray-metrics" in actors_dom, actors_dom[:3000]
-            chromium(purl + "/#/actors", tmp_path / "p2", screenshot=artifacts_dir / "ray_dashboard_actors.png",
-                     budget_ms=30000)
         finally:
             proxy.shutdown()
     print(f"\n[browser] Ray dashboard screenshots in {artifacts_dir}: ray_dashboard_login.png, "

@@ -106,8 +106,10 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_logs_each_step_once(sto
         while time.time() < deadline and not killed:
             ckpts = sorted((storage / "killrun").glob("checkpoint_*"))
             procs = _train_procs()
-            if ckpts and procs:
-                state = torch.load(ckpts[-1] / "train_state.pt", weights_only=True)
+            # A checkpoint directory exists before the controller registers it; once a second
+            # one is written, the first is surely registered: kill then, and expect at least it.
+            if len(ckpts) >= 2 and procs:
+                state = torch.load(ckpts[-2] / "train_state.pt", weights_only=True)
                 killed["at_checkpoint_step"] = state["step"]
                 for p in procs:
                     os.kill(p.pid, signal.SIGKILL)
