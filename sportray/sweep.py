@@ -166,7 +166,10 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
 
     client = tracking.connect(tracking_uri)  # fail before anything trains
     ray_info = init_ray(address)
-    storage_path = Path(storage).resolve()
+    storage_path = Path(storage).resolve() if "://" not in storage else storage
+    from sportray.storage import check_shared_storage
+    check_shared_storage(str(storage_path))  # a multi-node run on node-local disk fails here, not mid-sweep
+    storage_path = Path(storage_path)
     storage_path.mkdir(parents=True, exist_ok=True)
     say(f"Ray dashboard: {ray_info['dashboard_url'] or '(not available)'}   MLflow: {tracking_uri}")
 

@@ -201,6 +201,8 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
                 # A diverged backbone may hold NaN weights: its probe failing is part of the finding.
                 say(f"trial {trial_id}: probe of the diverged backbone failed ({type(exc).__name__}: {exc})")
         tracking.log_final(client, run_id, final, artifacts, status=res.status, step=res.steps)
+    from sportray.metrics import report_probe
+    report_probe(key, cfg.arm, {**final, "status": res.status})  # Grafana's sweep overview
     final.update({"status": res.status, "mlflow_run_id": run_id, "checkpoint": res.backbone_dir})
     return final
 
