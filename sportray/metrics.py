@@ -13,10 +13,14 @@ must not share a ``trial`` value or their gauges overwrite each other.
 Where each number is set:
 
 * ``TrainMetrics`` -- in the Ray Train worker of rank 0 (sportray/pretrain.py), at every
-  logged step. The worker lives as long as the training run, so its gauges are re-exported
-  every ``RAY_metrics_report_interval_ms`` (10 s default) while it trains; Ray 2.60 drops a
-  gauge about two export intervals after its process ends, so "trials running" on the sweep
-  dashboard counts trials whose rank 0 is alive.
+  logged step. Ray 2.60 exports a gauge only in the interval it was set and its metrics agent
+  drops it two export intervals (``RAY_metrics_report_interval_ms``, 10 s default) later --
+  measured here: a gauge set once is on the endpoint for about 2 s at a 1 s interval, then
+  gone, although its process lives on. So every process re-sets its latest gauge values every
+  half interval (`_keeper`, a daemon thread): a trial's curves stay on the endpoint while its
+  rank 0 lives, even when a step takes longer than the interval, and vanish about two
+  intervals after the process ends -- "trials training now" on the sweep dashboard counts
+  trials whose rank 0 is alive.
 * ``report_probe`` -- once per trial after probing (sportray/trial.py). The Tune trial's
   process ends right after that, usually before the next export, so the values are handed to
   one small long-lived actor (``sportray-metrics``, namespace ``sportray``, 0 CPUs, detached)
@@ -31,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from typing import Mapping
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,55 @@ ACTOR_NAMESPACE = "sportray"
 
 _lock = threading.Lock()
 _gauges: dict[str, object] = {}   # one Gauge per name per process (cheap to reuse, costly to re-register)
+
+
+class _Keeper:
+    """Sets gauges and keeps re-setting their latest values every half export interval, so they
+    stay on the metrics endpoint (see the module docstring). One per process."""
+
+    def __init__(self):
+        self._values: dict[tuple, tuple] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def set(self, gauge, value: float, tags: dict[str, str]) -> None:
+        gauge.set(value, tags=tags)
+        key = (gauge.info["name"], tuple(sorted(tags.items())))
+        with self._lock:
+            self._values[key] = (gauge, value, dict(tags))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sportray-metrics-keeper", daemon=True)
+                self._thread.start()
+
+    def forget(self, tags: dict[str, str]) -> None:
+        """Stop re-setting the gauges with exactly these tags (they leave the endpoint soon after)."""
+        items = tuple(sorted(tags.items()))
+        with self._lock:
+            for key in [k for k in self._values if k[1] == items]:
+                del self._values[key]
+
+    @staticmethod
+    def period_s() -> float:
+        try:
+            import ray
+            return max(0.5, ray._config.metrics_report_interval_ms() / 2000)
+        except Exception:
+            return 5.0
+
+    def _run(self) -> None:
+        period = self.period_s()
+        while True:
+            time.sleep(period)
+            with self._lock:
+                items = list(self._values.values())
+            for gauge, value, tags in items:
+                try:
+                    gauge.set(value, tags=tags)
+                except Exception:  # a dashboard hiccup never stops the process
+                    pass
+
+
+_keeper = _Keeper()
 
 
 def ray_ready() -> bool:
@@ -126,10 +180,14 @@ class TrainMetrics:
             for name, (key, _desc) in TRAIN_GAUGES.items():
                 v = _value(step if not key else last.get(key))
                 if v is not None:
-                    self._gauges[name].set(v, tags=self.tags)
+                    _keeper.set(self._gauges[name], v, self.tags)
         except Exception as exc:
             log.warning("sportray metrics: update failed (%s); disabled for this trial", exc)
             self.enabled = False
+
+    def close(self) -> None:
+        """Stop re-exporting this trial's gauges (they leave the endpoint two intervals later)."""
+        _keeper.forget(self.tags)
 
 
 class ProbeMetrics:
@@ -158,7 +216,7 @@ class ProbeMetrics:
         for key, gauge in self._gauges.items():
             v = _value(metrics.get(key))
             if v is not None:
-                gauge.set(v, tags=tags)
+                _keeper.set(gauge, v, tags)
                 n += 1
         status = str(metrics.get("status") or ("diverged" if _value(metrics.get("diverged")) == 1.0 else "finished"))
         self._counter.inc(1.0, tags={"arm": tags["arm"], "status": status})

@@ -285,7 +285,7 @@ def parser_for(spec: SweepSpec) -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=default_tracking_uri(),
                    help="MLflow tracking URI (default sqlite:///mlflow.db, or $MLFLOW_TRACKING_URI)")
     p.add_argument("--storage", default="sportray-runs",
-                   help="Tune/Train storage; on a multi-node cluster a path every node shares (NFS) or s3://...")
+                   help="Tune/Train storage; on a multi-node cluster a path every node shares (NFS, EFS)")
     p.add_argument("--resume", action="store_true", help="restore the latest interrupted sweep of this script")
     p.add_argument("--num-configs", type=int, default=None, help="recipes Optuna proposes (each run once per seed)")
     p.add_argument("--seeds", default=None, help="comma list of seeds per recipe, e.g. 0,1,2")

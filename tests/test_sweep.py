@@ -35,6 +35,9 @@ def runs_of(work: Path, kind: str) -> list:
 
 def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(tiny_synthetic, tmp_path):
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
+    # Create the MLflow schema first: the test polls the store while the sweep writes it, and two
+    # processes migrating one new sqlite file race ("duplicate column name").
+    MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_experiments()
     log = open(tmp_path / "first.log", "w")
     first = subprocess.Popen(sweep_cmd(tiny_synthetic, tmp_path), cwd=tmp_path, stdout=log, stderr=log, env=env,
                              start_new_session=True)
