@@ -83,72 +83,103 @@ class LocalRayCluster:
         return f"127.0.0.1:{self.port}"
 
     # -- start / stop
-    def start(self, attempts: int = 3) -> "LocalRayCluster":
-        """Start the nodes; a node that dies while starting (on a loaded machine the raylet
-        gives its agent only ~30 s to come up) makes the whole cluster start again."""
-        errors = []
-        for _ in range(attempts):
-            try:
-                self._start_once()
-                return self
-            except ClusterStartError as exc:
-                errors.append(str(exc))
-                self.stop()
-        raise ClusterStartError("could not start a local Ray cluster:\n" + "\n".join(errors))
-
-    def _start_once(self) -> None:
+    def start(self, attempts: int = 4) -> "LocalRayCluster":
+        """Start the head, then the other nodes. On a loaded machine a node can die while
+        starting (its raylet gives the dashboard agent ~30 s to come up): that node alone is
+        started again, up to `attempts` times."""
         # A short temp dir: Ray's socket paths must stay under 107 characters.
         self.temp_dir = tempfile.mkdtemp(prefix="sr-", dir="/tmp")
-        self.port = free_port()
         self.metrics_ports = []
-        head = ["--head", "--port", str(self.port), "--temp-dir", self.temp_dir,
+        try:
+            self._start_node("head", self._head_args, attempts)
+            for i in range(1, self.nodes):
+                self._start_node(f"node{i}", lambda: ["--address", self.address], attempts)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _head_args(self) -> list[str]:
+        self.port = free_port()
+        args = ["--head", "--port", str(self.port), "--temp-dir", self.temp_dir,
                 "--ray-client-server-port", str(free_port())]
         if self.dashboard:
             dport = free_port()
-            head += ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dport)]
             self.dashboard_url = f"http://127.0.0.1:{dport}"
-        else:
-            head += ["--include-dashboard", "false", "--dashboard-port", str(free_port())]
-        self._start_node("head", head)
-        for i in range(1, self.nodes):
-            self._start_node(f"node{i}", ["--address", self.address])
+            return args + ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                           "--dashboard-port", str(dport)]
+        return args + ["--include-dashboard", "false", "--dashboard-port", str(free_port())]
 
-    def _start_node(self, name: str, args: list[str]) -> None:
-        mport = free_port()
-        self.metrics_ports.append(mport)
-        cmd = [RAY, "start", "--block", "--num-cpus", str(self.cpus), "--disable-usage-stats",
-               "--metrics-export-port", str(mport), "--dashboard-agent-listen-port", str(free_port()),
-               "--dashboard-agent-grpc-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
-               *args]
-        log = self.workdir / f"{name}-{len(self.logs)}.log"
-        self.logs.append(log)
-        proc = subprocess.Popen(cmd, env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=self.workdir)
-        self.procs.append(proc)
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
+    def _start_node(self, name: str, make_args, attempts: int) -> None:
+        errors = []
+        for _ in range(attempts):
+            mport = free_port()
+            cmd = [RAY, "start", "--block", "--num-cpus", str(self.cpus), "--disable-usage-stats",
+                   "--metrics-export-port", str(mport), "--dashboard-agent-listen-port", str(free_port()),
+                   "--dashboard-agent-grpc-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
+                   *make_args()]
+            log = self.workdir / f"{name}-{len(self.logs)}.log"
+            self.logs.append(log)
+            with log.open("w") as out:
+                proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True, cwd=self.workdir)
+            deadline = time.monotonic() + self.start_timeout_s
+            while time.monotonic() < deadline and proc.poll() is None:
+                text = log.read_text(errors="replace")
+                if "block forever" in text or "Ray runtime started" in text:
+                    self.procs.append(proc)
+                    self.metrics_ports.append(mport)
+                    return
+                time.sleep(0.5)
             text = log.read_text(errors="replace")
-            if "block forever" in text or "Ray runtime started" in text:
-                return
-            if proc.poll() is not None:
-                raise ClusterStartError(f"{name} exited ({proc.returncode}); log {log}:\n{text[-1500:]}")
-            time.sleep(0.5)
-        raise ClusterStartError(f"{name} did not start in {self.start_timeout_s:.0f} s; log {log}")
+            errors.append(f"{name}: {'exited ' + str(proc.returncode) if proc.poll() is not None else 'timed out'}; "
+                          f"log {log}: {text.strip().splitlines()[-1] if text.strip() else ''}")
+            self._terminate([proc])
+            if name == "head":  # nothing else runs in this temp dir yet
+                self._kill_leftovers(self.temp_dir)
+        raise ClusterStartError("could not start a local Ray cluster:\n" + "\n".join(errors))
 
     def stop(self) -> None:
+        self._terminate(list(reversed(self.procs)))  # workers first, the head last
+        self.procs = []
+        if self.temp_dir:
+            self._kill_leftovers(self.temp_dir)
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self.temp_dir = ""
+
+    @staticmethod
+    def _kill_leftovers(temp_dir: str) -> None:
+        """Ray processes of a node whose `ray start` died while starting, found by this
+        cluster's own --temp-dir in their command line (no other process has it)."""
+        import psutil
+
+        left = []
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                if any(temp_dir in arg for arg in (p.info["cmdline"] or [])):
+                    p.kill()
+                    left.append(p)
+            except psutil.Error:
+                pass
+        psutil.wait_procs(left, timeout=5)
+
+    @staticmethod
+    def _terminate(procs: list[subprocess.Popen]) -> None:
+        """SIGTERM our `ray start --block` processes (each stops the Ray processes it started),
+        then SIGKILL whatever is left of their process trees."""
         import psutil
 
         tree: list[psutil.Process] = []
-        for proc in self.procs:
+        for proc in procs:
             try:
                 tree += psutil.Process(proc.pid).children(recursive=True)
             except psutil.Error:
                 pass
-        for proc in reversed(self.procs):  # workers first, the head last
+        for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 30
-        for proc in reversed(self.procs):
+        for proc in procs:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -161,10 +192,6 @@ class LocalRayCluster:
             except psutil.Error:
                 pass
         psutil.wait_procs(alive, timeout=5)
-        self.procs = []
-        if self.temp_dir:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
-            self.temp_dir = ""
 
     def __enter__(self) -> "LocalRayCluster":
         return self.start()
