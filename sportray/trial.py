@@ -167,7 +167,7 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
     run_label = f"trial-{trial_id}"
     res = run_pretrain(cfg, read_store(store.path, data.max_frames), storage_path=str(Path(storage).resolve()),
                        run_name=run_label, tracking_uri=tracking_uri, mlflow_run_id=run_id,
-                       base_path=base_path, base_label=base_label, trial=key, in_tune=in_tune)
+                       base_path=base_path, base_label=base_label, trial=tracking.run_name(key, cfg.seed), in_tune=in_tune)
     final = {"final_loss": res.metrics.get("train/loss", float("nan")),
              "final_rel_dist_init": res.metrics.get("train/rel_dist_init", float("nan")),
              "final_weight_norm": res.metrics.get("train/weight_norm", float("nan")),
@@ -202,7 +202,7 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
                 say(f"trial {trial_id}: probe of the diverged backbone failed ({type(exc).__name__}: {exc})")
         tracking.log_final(client, run_id, final, artifacts, status=res.status, step=res.steps)
     from sportray.metrics import report_probe
-    report_probe(key, cfg.arm, {**final, "status": res.status})  # Grafana's sweep overview
+    report_probe(tracking.run_name(key, cfg.seed), cfg.arm, {**final, "status": res.status})  # Grafana's sweep overview
     final.update({"status": res.status, "mlflow_run_id": run_id, "checkpoint": res.backbone_dir})
     return final
 

@@ -151,6 +151,7 @@ def mlflow_ui(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+        log.close()
 
 
 def test_mlflow_compare_view_lists_every_trial_and_the_probe_metric(mlflow_ui, artifacts_dir, tmp_path):

@@ -335,13 +335,49 @@ print(json.dumps({"alive": len(alive), "ips": sorted({n["NodeManagerAddress"] fo
 """
 
 
+class MetricsWatcher:
+    """Scrapes the nodes' metrics endpoints every 2 s in a thread; remembers every
+    ray_sportray_* name seen."""
+
+    def __init__(self, ports: list[int]):
+        import threading
+
+        self.ports, self.seen = ports, set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def scrape(self) -> None:
+        import urllib.request
+
+        for port in self.ports:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            except OSError:
+                continue
+            self.seen |= set(re.findall(r"^(ray_sportray_[a-z0-9_]+)\{", text, re.M))
+
+    def _run(self) -> None:
+        while not self._stop.wait(2):
+            self.scrape()
+
+    def stop(self) -> set[str]:
+        self._stop.set()
+        self._thread.join(10)
+        self.scrape()
+        return self.seen
+
+
 def test_two_node_cluster_runs_a_tiny_sweep_into_mlflow(tmp_path, tiny_synthetic):
     """Head + a second node (`ray start --address`, token auth), then the README's sweep script
-    joins with --address: the trial and its probe metrics land in MLflow."""
+    joins with --address: the trial and its probe metrics land in MLflow, and its live metrics
+    reach the nodes' metrics endpoints."""
     t0 = time.monotonic()
     runs, db = tmp_path / "runs", tmp_path / "m.db"
-    with LocalRayCluster(tmp_path / "cluster", nodes=2, cpus=1) as cluster:
+    with LocalRayCluster(tmp_path / "cluster", nodes=2, cpus=1,
+                         env={"RAY_metrics_report_interval_ms": "2000"}) as cluster:
         t_up = time.monotonic() - t0
+        watcher = MetricsWatcher(cluster.metrics_ports)
         out = cluster.run_python(CHECK_NODES, args=[cluster.address, str(runs)])
         assert out.returncode == 0, out.stderr[-3000:] + cluster.logs_tail()
         info = json.loads(out.stdout.strip().splitlines()[-1])
@@ -356,9 +392,15 @@ def test_two_node_cluster_runs_a_tiny_sweep_into_mlflow(tmp_path, tiny_synthetic
                              "--soccer-labels", str(tiny_synthetic / "soccernet"),
                              "--basketball", str(tiny_synthetic / "deepsportradar")], timeout=900)
         t_sweep = time.monotonic() - t0 - t_up
+        time.sleep(3)  # one more export interval for the probe gauges of the finished trial
+        seen = watcher.stop()
         (tmp_path / "sweep.out").write_text(sweep.stdout + "\n--- stderr\n" + sweep.stderr)
         assert sweep.returncode == 0, (f"sweep failed ({sweep.returncode}), output in {tmp_path / 'sweep.out'}\n"
                                        + sweep.stderr[-5000:] + cluster.logs_tail())
+    # pretrain.py's rank 0 exported its training gauges while it trained
+    assert {"ray_sportray_step", "ray_sportray_loss", "ray_sportray_frames_per_s"} <= seen, seen
+    if "report_probe" in (ROOT / "sportray" / "trial.py").read_text():  # trial.py's hook, once it is in
+        assert {"ray_sportray_basketball_iou", "ray_sportray_soccer_bal_acc"} <= seen, seen
 
     from mlflow.entities import ViewType
 
@@ -377,4 +419,4 @@ def test_two_node_cluster_runs_a_tiny_sweep_into_mlflow(tmp_path, tiny_synthetic
     assert trial.data.metrics["steps_done"] == 4
     assert client.get_metric_history(trial.info.run_id, "train/loss")  # rank 0 logged its steps
     print(f"\n[two-node] cluster up {t_up:.0f} s, sweep {t_sweep:.0f} s, "
-          f"total {time.monotonic() - t0:.0f} s; nodes {info}")
+          f"total {time.monotonic() - t0:.0f} s; nodes {info}; metrics seen: {sorted(seen)}")
