@@ -145,7 +145,6 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
     import torch.distributed as dist
 
-    from sportray import backbones
     from sportray.views import make_views
 
     cfg = PretrainConfig(**config["pretrain"])

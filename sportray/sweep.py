@@ -19,7 +19,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from sportray.config import (ConfigError, DataConfig, PretrainConfig, ProbeConfig, absolute_tracking_uri,
                              default_tracking_uri)
@@ -143,7 +142,6 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
               num_configs: int | None = None, seeds: tuple[int, ...] | None = None,
               scheduler: str = "fifo", search_seed: int = 0, overrides: dict | None = None,
               data_overrides: dict | None = None, weights: str = "") -> dict:
-    import ray
     from ray import tune
 
     from sportray import scorecard, tracking

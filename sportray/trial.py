@@ -121,9 +121,6 @@ def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, trac
               config_key: str = "", in_tune: bool = False, do_probe: bool = True) -> dict:
     """Pretrain -> probe -> MLflow for one recipe. Returns the metrics reported to Tune."""
     from sportray import tracking
-    from sportray.data.defaults import frame_store, probe_sets, resolve
-    from sportray.data.frames import read_store
-    from sportray.pretrain import run_pretrain
 
     cfg.validate()
     tracking_uri = absolute_tracking_uri(tracking_uri)
