@@ -94,13 +94,14 @@ def build(model: str, views: str, directions: int, device, seed: int = 0, compil
     return backbone, fwd, head, opt, trainable, parse_views(views)
 
 
-def lejepa_step(fwd, head, opt, trainable, groups, frames, step, gen, clip=1.0, views_in=None):
+def lejepa_step(fwd, head, opt, trainable, groups, frames, step, gen, clip=1.0, views_in=None, fuse_views=False):
     """One training step as sportray/pretrain.py's loop body: views on the device, backbone per
-    view group, LeJEPA head, AdamW, clip. `views_in`: pre-made float views (the bare baseline)."""
+    view group, LeJEPA head, AdamW, clip. `views_in`: pre-made float views (the bare baseline);
+    `fuse_views`: compiled colour operations (pretrain.py does this with --compile on a GPU)."""
     from sportray.views import make_views
     dev = frames.device if frames is not None else views_in[0].device
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-        views = views_in if views_in is not None else make_views(frames, groups, gen)
+        views = views_in if views_in is not None else make_views(frames, groups, gen, compiled=fuse_views)
         emb = []
         for v in views:
             count, b = v.shape[:2]
@@ -141,7 +142,7 @@ def table(rows: list[dict], cols: list[str]) -> str:
         if isinstance(v, float):
             return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}"
         return str(v)
-    w = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols}
+    w = {c: max([len(c)] + [len(fmt(r.get(c, ""))) for r in rows]) for c in cols}
     lines = [" | ".join(c.ljust(w[c]) for c in cols), "-+-".join("-" * w[c] for c in cols)]
     lines += [" | ".join(fmt(r.get(c, "")).ljust(w[c]) for c in cols) for r in rows]
     return "\n".join(lines)

@@ -5,7 +5,7 @@
   (1 TorchTrainer worker) -> the LeJEPA step            [train/frames_per_s of the last window]
 vs
   the same model / views / loss / optimizer stepped in this process on uint8 frames already on
-  the GPU (bench/_common.lejepa_step, CUDA view generator as pretrain.py).
+  the GPU (bench/_common.lejepa_step, CPU view generator as pretrain.py).
 
 Ray gets --ray-cpus CPUs: 1 for the trainer worker, the rest for Ray Data's read tasks.
 
@@ -24,6 +24,8 @@ from pathlib import Path
 from _common import build, lejepa_step, make_store, save_json, table, time_steps
 import torch
 
+from sportray.views import view_generator
+
 
 def bare(cfg, device, n_warm, n_timed, frames_per_batch_dev=2):
     torch._dynamo.config.automatic_dynamic_shapes = False
@@ -34,9 +36,9 @@ def bare(cfg, device, n_warm, n_timed, frames_per_batch_dev=2):
               for _ in range(frames_per_batch_dev)]
 
     def fn(i):
-        gen = torch.Generator(device=device)
-        gen.manual_seed((cfg.seed * 1_000_003 + i * 7_919) % (2**63))
-        lejepa_step(fwd, head, opt, trainable, groups, frames[i % len(frames)], i, gen, cfg.clip)
+        gen = view_generator(cfg.seed, i)          # as pretrain.py: CPU draws, no host sync
+        lejepa_step(fwd, head, opt, trainable, groups, frames[i % len(frames)], i, gen, cfg.clip,
+                    fuse_views=cfg.compile)
     t = time_steps(fn, n_warm, n_timed, device)
     del fwd, head, opt, trainable, frames
     gc.collect()

@@ -53,7 +53,7 @@ def worker(rank, world, args, q):
     torch._dynamo.config.automatic_dynamic_shapes = False
     from sportray.config import PretrainConfig, parse_views
     from sportray.pretrain import build_model
-    from sportray.views import make_views
+    from sportray.views import make_views, view_generator
     cfg = PretrainConfig(model="vit_tiny_demo" if args.tiny else "vit_small", views=args.views, seed=0)
     backbone, head = build_model(cfg)
     m = StepModule(backbone, head, compile_=cuda).to(dev)
@@ -66,10 +66,9 @@ def worker(rank, world, args, q):
     frames = [torch.randint(0, 256, (args.batch, 224, 398, 3), generator=g, dtype=torch.uint8).to(dev) for _ in range(2)]
 
     def fn(i, check=False, bypass=False):
-        gen = torch.Generator(device=dev)
-        gen.manual_seed((i * 7_919 + rank) % (2**63))
+        gen = view_generator(0, i)                 # as pretrain.py: global draws, this rank's slice
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
-            views = make_views(frames[i % 2], groups, gen)
+            views = make_views(frames[i % 2], groups, gen, offset=rank * args.batch, total=world * args.batch)
             # bypass: pretrain.py's pattern (modules of ddp.module called directly)
             out = ddp.module(views, i, 0) if bypass else ddp(views, i, 0)
         opt.zero_grad(set_to_none=True)

@@ -9,6 +9,7 @@ checkpoint) -> final backbone. The driver side (`run_pretrain`) is at the end.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -136,16 +137,111 @@ def _norm(tensors) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
 
 
+# ----------------------------------------------------------------------------- failures
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, quota...); the previous one is untouched."""
+
+
+class BatchDoesNotFitError(RuntimeError):
+    """The batch (frames x views) does not fit the device's memory; the message says what to change."""
+
+
+def write_state(state: dict, directory) -> Path:
+    """Write `state` as directory/train_state.pt: a .tmp, fsync, then os.replace, so a failed
+    write (a full disk) leaves the previous checkpoint whole and no partial file behind.
+
+    Through a Python file object: torch.save on a path reports ENOSPC only as a cryptic
+    "unexpected pos 576 vs 534"; with a file object the OSError(ENOSPC) is raised, or (when
+    it strikes mid-file) chained under that RuntimeError. Either way it becomes an error that
+    names the path and says the disk is full."""
+    final = Path(directory) / STATE_FILE
+    tmp = final.with_name(STATE_FILE + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except (OSError, RuntimeError) as raised:
+        tmp.unlink(missing_ok=True)  # a partial file would only eat more of the disk
+        exc = raised
+        while exc is not None and not isinstance(exc, OSError):
+            exc = exc.__cause__ or exc.__context__
+        if exc is None:
+            raise  # not an I/O error (e.g. something that does not pickle)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CheckpointWriteError(
+                exc.errno, f"cannot write checkpoint {final}: the disk is full ({exc.strerror}); "
+                f"the previous checkpoint is kept. Free space on that disk and re-run: "
+                f"training resumes from the last checkpoint") from None
+        raise CheckpointWriteError(exc.errno, f"cannot write checkpoint {final}: {exc.strerror or exc}") from exc
+    return final
+
+
+def oom_message(batch_size: int, views: str, device: str, *, workers: int = 1, total_bytes: int = 0,
+                free_bytes: int = 0, peak_bytes: int = 0, detail: str = "") -> str:
+    """What to tell the user when a step runs out of device memory (pure: unit-tested)."""
+    groups = parse_views(views)
+    per_frame = sum(count for count, _ in groups)
+    mpix = batch_size * sum(count * size * size for count, size in groups) / 1e6
+    memory = ""
+    if total_bytes:
+        gib = 2.0 ** 30
+        memory = (f" ({peak_bytes / gib:.1f} GiB peak allocated by this worker, {free_bytes / gib:.1f} GiB "
+                  f"free of {total_bytes / gib:.1f} GiB)")
+    if batch_size > 1:
+        advice = (f"Use a smaller batch: halve it to --batch-size {batch_size // 2}, or use fewer/smaller views")
+        if workers > 1 or device.startswith("cuda"):
+            advice += (f"; to keep the global batch of {batch_size * workers} frames, spread it over more "
+                       f"workers (--batch-size is per worker)")
+    else:
+        advice = "Even one frame does not fit: use fewer/smaller views or a smaller model"
+    return (f"out of memory on {device}{memory}: --batch-size {batch_size} (frames per worker per step) with "
+            f"--views {views} ({per_frame} views per frame, {batch_size * per_frame} view images, "
+            f"{mpix:.1f} M pixels per step) does not fit. {advice}."
+            + (f" [{detail}]" if detail else ""))
+
+
+def _oom_error(config: dict, exc: BaseException) -> BatchDoesNotFitError:
+    import ray.train.torch
+
+    cfg = PretrainConfig(**config["pretrain"])
+    device = ray.train.torch.get_device()
+    figures = {}
+    if device.type == "cuda":
+        try:
+            torch.cuda.empty_cache()
+            free, total = torch.cuda.mem_get_info(device)
+            figures = dict(free_bytes=free, total_bytes=total, peak_bytes=torch.cuda.max_memory_allocated(device))
+        except Exception:  # the figures are a courtesy; the message must not fail
+            pass
+    first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+    return BatchDoesNotFitError(oom_message(cfg.batch_size, cfg.views, str(device), workers=cfg.workers,
+                                            detail=f"torch: {first_line}", **figures))
+
+
 # ----------------------------------------------------------------------------- the loop
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point. config: {"pretrain": asdict(PretrainConfig), "base_path",
-    "tracking_uri", "mlflow_run_id", "trial"}."""
+    "tracking_uri", "mlflow_run_id", "trial"}.
+
+    Out of device memory anywhere in a step (views, forward, backward, optimizer) becomes a
+    BatchDoesNotFitError naming the batch size, views and device, not a raw CUDA trace."""
+    try:
+        _train_loop(config)
+    except torch.OutOfMemoryError as exc:
+        raise _oom_error(config, exc) from None
+
+
+def _train_loop(config: dict) -> None:
+    """The loop itself (see train_loop_per_worker)."""
     import ray.train
     import ray.train.torch
     import torch.distributed as dist
 
-    from sportray.views import make_views
+    from sportray.views import make_views, view_generator
 
     cfg = PretrainConfig(**config["pretrain"])
     groups = parse_views(cfg.views)
@@ -209,9 +305,7 @@ def train_loop_per_worker(config: dict) -> None:
                  "rng_cpu": torch.get_rng_state()}
         if on_gpu:
             state["rng_cuda"] = torch.cuda.get_rng_state()
-        tmp = Path(directory) / (STATE_FILE + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, Path(directory) / STATE_FILE)  # a full disk never leaves a half file
+        write_state(state, directory)
 
     while step < cfg.steps and status == "running":
         batches = shard.iter_torch_batches(batch_size=cfg.batch_size, dtypes=torch.uint8,
@@ -229,10 +323,12 @@ def train_loop_per_worker(config: dict) -> None:
             frames = batch["frame"]
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step, cfg)
-            gen = torch.Generator(device=device)
-            gen.manual_seed((cfg.seed * 1_000_003 + step * 7_919 + rank) % (2**63))
+            # Views are drawn for the global batch and sliced to this rank (no host sync: CPU
+            # generator): sample i of a step gets the same views with 1 or N workers.
+            gen = view_generator(cfg.seed, step)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
-                views = make_views(frames, groups, gen)
+                views = make_views(frames, groups, gen, offset=rank * cfg.batch_size, total=frames_per_step,
+                                   compiled=cfg.compile and on_gpu)
                 out = model(views, step, cfg.seed)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()

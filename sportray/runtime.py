@@ -21,7 +21,13 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
                       logging_level=logging.WARNING if quiet else logging.INFO,
                       log_to_driver=True)
         if not address:
-            kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=num_cpus)
+            missing = _dashboard_missing()
+            if missing:
+                # A minimal `ray` (no ray[default]) cannot serve the dashboard: run without it
+                # rather than refuse to train, and say what to install.
+                print(f"sportray: Ray dashboard disabled ({missing}); pip install 'ray[default]' "
+                      "for the dashboard and the metrics endpoint", flush=True)
+            kwargs.update(include_dashboard=not missing, dashboard_host="127.0.0.1", num_cpus=num_cpus)
         ctx = ray.init(**kwargs)
         url = getattr(ctx, "dashboard_url", None) or ""
         # Helpers Ray starts later (Tune's placement-group cleaner) look for "the" local
@@ -34,6 +40,16 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
     if url and not url.startswith("http"):
         url = "http://" + url
     return {"dashboard_url": url, "address": address or "local"}
+
+
+def _dashboard_missing() -> str:
+    """'' when Ray's dashboard dependencies import, else the import error (Ray's own check)."""
+    try:
+        from ray._private.utils import get_dashboard_dependency_error
+    except ImportError:
+        return ""
+    err = get_dashboard_dependency_error()
+    return f"{type(err).__name__}: {err}" if err else ""
 
 
 def _dashboard_url() -> str:

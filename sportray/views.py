@@ -77,9 +77,21 @@ def _to_float_bchw(frames: torch.Tensor) -> torch.Tensor:
     return frames.permute(0, 3, 1, 2).to(torch.float32).div_(255.0).contiguous()
 
 
+_CONSTANTS: dict = {}
+
+
+def _const(values: tuple, like: torch.Tensor) -> torch.Tensor:
+    """A small constant tensor on x's device, made once: torch.tensor(..., device="cuda") is a
+    pageable copy that waits for the GPU (a host sync per call)."""
+    key = (values, like.device, like.dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, dtype=like.dtype).to(like.device)
+    return _CONSTANTS[key]
+
+
 def _normalize_(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(3, 1, 1)
+    mean = _const(IMAGENET_MEAN, x).view(3, 1, 1)
+    std = _const(IMAGENET_STD, x).view(3, 1, 1)
     return x.sub_(mean).div_(std)
 
 
@@ -109,7 +121,7 @@ def adjust_brightness(x, f):
 
 
 def adjust_contrast(x, f):
-    w = torch.tensor(_GRAY, device=x.device, dtype=x.dtype)
+    w = _const(_GRAY, x)
     mean = (x.mean(dim=(-2, -1)) @ w).view(-1, 1, 1, 1)           # mean of the grayscale image
     return _blend(x, mean, f)
 
@@ -131,7 +143,7 @@ def adjust_hue(x, f):
     nxt = x.gather(-3, torch.remainder(imax + 1, 3)) - x.gather(-3, torch.remainder(imax + 2, 3))
     h6 = nxt.div_(torch.where(cr == 0, torch.ones_like(cr), cr)).add_(2 * imax.to(x.dtype))
     h6 = h6.add_(6 * _col(f))
-    n = torch.tensor(_HUE_N, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    n = _const(_HUE_N, x).view(1, 3, 1, 1)
     k = torch.remainder(h6 + n, 6.0)
     k = torch.minimum(k, 4.0 - k).clamp_(0, 1)
     return maxc - cr * k
@@ -179,12 +191,13 @@ def _blur_matmul(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
     """Blur images where `apply` (bool (n,)) with their own sigma (n,), reflect padding,
     _BLUR_TAPS taps; the other images are returned unchanged. Only the selected images are
-    processed; keep `apply` on the CPU to avoid a device sync for the selection."""
-    idx = apply.nonzero().squeeze(1).to(x.device)
+    processed; keep `apply` and `sigma` on the CPU to avoid a device sync for the selection."""
+    idx = apply.nonzero().squeeze(1)
     if idx.numel() == 0:
         return x
+    sig = _to_device(sigma.index_select(0, idx.to(sigma.device)).float(), x.device)
+    idx = _to_device(idx, x.device)
     sub = x.index_select(0, idx)
-    sig = sigma.to(x.device).index_select(0, idx)
     blurred = _blur_matmul(sub, sig) if x.is_cuda else _blur_conv(sub, sig)
     # under bf16 autocast (pretrain.py builds the views inside it) the matmuls return bf16
     return x.index_copy(0, idx, blurred.to(x.dtype))
@@ -227,13 +240,12 @@ def sample_boxes(n: int, height: int, width: int, scale: Sequence[float], ratio:
     return torch.stack([x0, y0, w, h], dim=1)
 
 
-def _crop_group(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, count: int, size: int) -> torch.Tensor:
+def _crop_group(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, count: int, size: int,
+                shrink: float) -> torch.Tensor:
     """x (B, 3, H, W); boxes (count*B, 4) and flip (count*B,) on x's device, crop index c*B + b.
-    -> (count*B, 3, size, size): one grid_sample, crops of frame b stacked along the output height."""
+    -> (count*B, 3, size, size): one grid_sample, crops of frame b stacked along the output height.
+    ``shrink``: the largest crop side / size; >= 1.5 supersamples (bilinear alone aliases)."""
     B, _, H, W = x.shape
-    # Supersample when the crops shrink a lot (bilinear alone aliases); the factor is read from the
-    # boxes, which live wherever the generator is (on the CPU: no device sync).
-    shrink = float(torch.maximum(boxes[:, 2], boxes[:, 3]).max()) / size
     ss = int(min(4, max(1, round(shrink))))
     m = size * ss
     u = (torch.arange(m, device=x.device, dtype=torch.float32) * 2 + 1) / m - 1        # pixel centres
@@ -251,54 +263,115 @@ def _crop_group(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, count:
     return out
 
 
-def _augment_group(x: torch.Tensor, count: int, size: int, scale, aug: Augment, g: torch.Generator) -> torch.Tensor:
-    B, _, H, W = x.shape
-    n = count * B
-    dev = x.device
+def _draw_group(count: int, total: int, offset: int, B: int, H: int, W: int, scale, aug: Augment,
+                g: torch.Generator) -> dict:
+    """Every random number of one view group, drawn on the generator's device for the `total`
+    samples of the global batch (all ranks), then sliced to this rank's `B` samples from
+    `offset`: sample i of a step gets the same views whatever the number of workers."""
+    n = count * total
+
+    def mine(t: torch.Tensor) -> torch.Tensor:       # (count*total, ...) -> (count*B, ...)
+        return t.view(count, total, *t.shape[1:])[:, offset:offset + B].reshape(count * B, *t.shape[1:])
+
     boxes = sample_boxes(n, H, W, scale, aug.ratio, g)
-    flip = _rand(n, g) < aug.flip_p
-    jit = _rand(n, g) < aug.jitter_p
-    fac = _rand((n, 4), g)
-    order = torch.randperm(4, generator=g, device=g.device).tolist()
-    gray = _rand(n, g) < aug.gray_p
-    blur = _rand(n, g) < aug.blur_p
-    sigma = _rand(n, g, *aug.blur_sigma)
-    sol = _rand(n, g) < aug.solarize_p
+    # supersampling factor from the global batch, so that every rank resamples alike
+    shrink = float(torch.maximum(boxes[:, 2], boxes[:, 3]).max())
+    return {"boxes": mine(boxes), "shrink": shrink,
+            "flip": mine(_rand(n, g) < aug.flip_p),
+            "jit": mine(_rand(n, g) < aug.jitter_p),
+            "fac": mine(_rand((n, 4), g)),
+            "order": torch.randperm(4, generator=g, device=g.device).tolist(),
+            "gray": mine(_rand(n, g) < aug.gray_p),
+            "blur": mine(_rand(n, g) < aug.blur_p),
+            "sigma": mine(_rand(n, g, *aug.blur_sigma)),
+            "sol": mine(_rand(n, g) < aug.solarize_p)}
 
-    v = _crop_group(x, boxes.to(dev), flip.to(dev), count, size)
 
-    def factor(col, strength, center):
-        f = center + (2 * fac[:, col] - 1) * strength
-        f = torch.where(jit, f, torch.full_like(f, center))
-        return f.to(device=dev, dtype=v.dtype)
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """CPU -> GPU without a host sync: pinned memory and a non-blocking copy (a pageable copy
+    waits for the stream, stalling the CPU that should be queueing the next kernels)."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
-    ops = [
-        lambda t: adjust_brightness(t, factor(0, aug.brightness, 1.0)),
-        lambda t: adjust_contrast(t, factor(1, aug.contrast, 1.0)),
-        lambda t: adjust_saturation(t, factor(2, aug.saturation, 1.0)),
-        lambda t: adjust_hue(t, factor(3, aug.hue, 0.0)),
-    ]
-    for i in order:
-        v = ops[i](v)
-    v = torch.where(_col(gray.to(dev)), _gray(v).expand_as(v), v)
-    v = gaussian_blur(v, sigma, blur)                # mask stays on the generator's device
-    v = torch.where(_col(sol.to(dev)) & (v >= aug.solarize_threshold), 1.0 - v, v)
-    return _normalize_(v).view(count, B, 3, size, size)
+
+def _augment_group(x: torch.Tensor, count: int, size: int, scale, aug: Augment, g: torch.Generator,
+                   offset: int, total: int, compiled: bool = False) -> torch.Tensor:
+    B, _, H, W = x.shape
+    dev = x.device
+    r = _draw_group(count, total, offset, B, H, W, scale, aug, g)
+
+    # The per-sample factors, identity where the image is not jittered (torchvision skips it).
+    center = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    strength = torch.tensor([aug.brightness, aug.contrast, aug.saturation, aug.hue], dtype=torch.float64)
+    fac = center.to(r["fac"].device) + (2 * r["fac"] - 1) * strength.to(r["fac"].device)
+    fac = torch.where(r["jit"].unsqueeze(1), fac, center.to(r["fac"].device))
+    # One transfer for the whole group: boxes (4), flip, factors (4), gray, solarize.
+    packed = torch.cat([r["boxes"], r["flip"].unsqueeze(1).double(), fac,
+                        r["gray"].unsqueeze(1).double(), r["sol"].unsqueeze(1).double()], dim=1)
+    packed = _to_device(packed.float(), dev)
+    boxes, flip, fac, gray, sol = packed[:, :4], packed[:, 4] > 0.5, packed[:, 5:9], packed[:, 9], packed[:, 10]
+
+    v = _crop_group(x, boxes, flip, count, size, r["shrink"] / size)
+
+    ops = [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue]
+    for i in r["order"]:
+        v = _fused(ops[i], compiled)(v, fac[:, i].to(v.dtype))
+    v = _fused(_grayscale_where, compiled)(v, gray)
+    v = gaussian_blur(v, r["sigma"], r["blur"])
+    v = _fused(_solarize_normalize, compiled)(v, sol, aug.solarize_threshold)
+    return v.view(count, B, 3, size, size)
+
+
+def _grayscale_where(v: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
+    return torch.where(_col(gray > 0.5), _gray(v).expand_as(v), v)
+
+
+def _solarize_normalize(v: torch.Tensor, sol: torch.Tensor, threshold: float) -> torch.Tensor:
+    v = torch.where(_col(sol > 0.5) & (v >= threshold), 1.0 - v, v)
+    # per-channel scalars, not a constant tensor: traceable by torch.compile and sync-free
+    return torch.stack([(v[:, c] - IMAGENET_MEAN[c]) / IMAGENET_STD[c] for c in range(3)], dim=1)
+
+
+_FUSED: dict = {}
+
+
+def _fused(fn, compiled: bool):
+    """`fn` itself, or its torch.compile'd form (one fused kernel instead of ~5-15 passes over the
+    views; static shapes: one compile per view size). Only worth it on a GPU."""
+    if not compiled:
+        return fn
+    if fn not in _FUSED:
+        _FUSED[fn] = torch.compile(fn, dynamic=False, fullgraph=True)
+    return _FUSED[fn]
 
 
 def make_views(frames: torch.Tensor, groups: Sequence[tuple[int, int]] = ((2, 224), (6, 96)),
                generator: torch.Generator | None = None,
                global_scale: tuple[float, float] = (0.3, 1.0),
                local_scale: tuple[float, float] = (0.05, 0.3),
-               aug: Augment = Augment()) -> list[torch.Tensor]:
+               aug: Augment = Augment(), offset: int = 0, total: int | None = None,
+               compiled: bool = False) -> list[torch.Tensor]:
     """uint8 frames (B, H, W, 3) on any device -> one float32 tensor (count, B, 3, size, size) per
     group, normalized, on the frames' device. Group 0 are the global views (``global_scale``), the
-    others local (``local_scale``). ``generator``: seed it per (seed, step, rank), e.g. with
-    :func:`view_generator`; None draws from torch's default CPU generator."""
+    others local (``local_scale``).
+
+    ``generator``: seed it per (seed, step), e.g. with :func:`view_generator`; keep it on the CPU
+    (the draws are tiny, and a CPU generator means no host sync on a GPU). None draws from torch's
+    default CPU generator. ``offset``/``total``: these frames are samples offset..offset+B of a
+    global batch of ``total`` (data-parallel ranks): the draws are made for the global batch and
+    sliced, so a sample's views do not depend on how the batch is split over workers.
+    ``compiled``: fuse the colour operations with torch.compile (GPU training with --compile)."""
     g = generator if generator is not None else torch.default_generator
+    B = frames.shape[0]
+    total = B if total is None else int(total)
+    if not 0 <= offset and offset + B <= total:
+        raise ValueError(f"frames {offset}..{offset + B} lie outside a global batch of {total}")
     x = _to_float_bchw(frames)
     out = []
     for gi, (count, size) in enumerate(groups):
         scale = global_scale if gi == 0 else local_scale
-        out.append(_augment_group(x, int(count), int(size), scale, aug, g))
+        out.append(_augment_group(x, int(count), int(size), scale, aug, g, offset, total, compiled))
     return out

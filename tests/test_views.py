@@ -144,3 +144,27 @@ def test_augmentation_rates():
     x = out * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     is_gray = ((x[:, :, 0] - x[:, :, 1]).abs().amax(dim=(-2, -1)) < 1e-5).float()
     assert 0.12 < is_gray.mean() < 0.28                                   # 256 draws at p = 0.2
+
+
+def test_a_samples_views_do_not_depend_on_how_the_batch_is_split_over_workers():
+    # Two ranks of 3 frames each (offset 0 and 3 of a global batch of 6) get exactly the views
+    # one worker gets for all 6: runs with different worker counts are comparable.
+    f = _frames(6, 48, 80, seed=5)
+    groups = ((2, 32), (3, 16))
+    whole = make_views(f, groups, view_generator(2, 9))
+    rank0 = make_views(f[:3], groups, view_generator(2, 9), offset=0, total=6)
+    rank1 = make_views(f[3:], groups, view_generator(2, 9), offset=3, total=6)
+    for w, a, b in zip(whole, rank0, rank1):
+        assert torch.allclose(torch.cat([a, b], dim=1), w, atol=1e-5)
+    # and the split is not a no-op: the two halves of the batch got different views
+    assert not torch.allclose(rank0[0], rank1[0])
+
+
+def test_compiled_colour_operations_give_the_eager_views():
+    # --compile fuses the colour chain with torch.compile; it must not change what is computed.
+    f = _frames(4, 40, 72, seed=7)
+    groups = ((2, 24), (2, 12))
+    eager = make_views(f, groups, view_generator(1, 3))
+    fused = make_views(f, groups, view_generator(1, 3), compiled=True)
+    for a, b in zip(eager, fused):
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()

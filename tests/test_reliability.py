@@ -1,0 +1,231 @@
+"""Reliability (issue 9), for real: a trial that diverges inside a Tune + Optuna sweep, a full
+disk while a checkpoint is written, and the message for a batch that does not fit in memory."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import os
+import pickle
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sportray.config import PretrainConfig
+from sportray.pretrain import (STATE_FILE, BatchDoesNotFitError, CheckpointWriteError, oom_message,
+                               run_pretrain, write_state)
+
+
+@pytest.fixture(scope="module")
+def store(ray_session, tmp_path_factory):
+    """A tiny frame store in the real format (the pattern of tests/test_pretrain.py)."""
+    import ray
+
+    from sportray.data import frames as fr
+
+    root = tmp_path_factory.mktemp("store")
+    rng = np.random.default_rng(0)
+    n = 48
+    low = rng.integers(0, 255, (n, 14, 25, 3), dtype=np.uint8)
+    imgs = np.repeat(np.repeat(low, 16, axis=1), 16, axis=2)[:, :fr.FRAME_H, :fr.FRAME_W]
+    ray.data.from_items([{"frame": imgs[i], "t_ms": i} for i in range(n)]).write_parquet(str(root / "data"))
+    (root / "manifest.json").write_text(json.dumps({"version": fr.STORE_VERSION, "key": "test", "frames": n,
+                                                    "videos": 1, "bad_files": []}))
+    return root
+
+
+# ----------------------------------------------------------------------------- a diverging trial in a sweep
+
+def test_a_diverging_trial_ends_diverged_optuna_is_told_and_the_sweep_goes_on(tiny_synthetic, tmp_path):
+    import optuna
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+    from ray.tune import ExperimentAnalysis
+
+    from sportray.sweep import Preset, SweepSpec, run_sweep
+
+    # Two recipes, Optuna's start points: lr=50 without clipping blows up (cf. test_pretrain's
+    # test_a_recipe_that_blows_up_ends_as_diverged), lr=1e-3 trains.
+    spec = SweepSpec(
+        name="diverge_sweep", description="test", space={"lr": tune.choice([50.0, 1e-3])},
+        presets={"t": Preset(
+            pretrain=dict(arm="scratch", model="vit_tiny_demo", steps=10, views="2x32", batch_size=8,
+                          warmup_steps=1, clip=0.0, weight_decay=0.0, spike_patience=2, log_every=1,
+                          checkpoint_every=5, cpus_per_worker=0.45, proj_dim=16, sigreg_directions=16,
+                          max_failures=0),
+            data=dict(every_s=1.0), probe=dict(epochs=5, bootstrap=50), num_configs=2, seeds=(0,),
+            start_points=[dict(lr=50.0), dict(lr=1e-3)])},
+        metric="basketball_iou", references=())
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = run_sweep(spec, "t", tracking_uri=uri, storage=str(tmp_path / "runs"), data_overrides=dict(
+        corpus=str(tiny_synthetic / "soccernet"), soccer_labels=str(tiny_synthetic / "soccernet"),
+        basketball=str(tiny_synthetic / "deepsportradar"), data_dir=str(tmp_path / "data")))
+    assert summary["trials"] == 2 and summary["errored_trials"] == 0, summary
+
+    # MLflow: the diverged child run says so, keeps its curves and the step it diverged at.
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("diverge_sweep")
+    trials = {float(r.data.params["lr"]): r for r in client.search_runs([exp.experiment_id])
+              if r.data.tags.get("sportray.kind") == "trial"}
+    assert set(trials) == {50.0, 1e-3}, trials.keys()
+    bad, good = trials[50.0], trials[1e-3]
+    assert bad.data.tags["mlflow.parentRunId"] == summary["parent_run_id"]
+    assert bad.data.tags["sportray.status"] == "diverged"
+    diverged_step = int(bad.data.metrics["diverged_step"])
+    assert 1 <= diverged_step < 10 and bad.data.metrics["diverged"] == 1.0
+    loss_steps = sorted(m.step for m in client.get_metric_history(bad.info.run_id, "train/loss"))
+    assert loss_steps == list(range(1, diverged_step + 1)), "each step up to the divergence is on the curve"
+    for diagnostic in ("train/grad_norm", "train/rel_dist_init", "train/weight_norm", "train/inv", "train/sigreg"):
+        assert diagnostic in bad.data.metrics, diagnostic
+    assert "training_curves.png" in {a.path for a in client.list_artifacts(bad.info.run_id)}
+    why = json.loads(Path(client.download_artifacts(bad.info.run_id, "trial_config.json", str(tmp_path))).read_text())
+    assert why["status"] == "diverged" and ("non-finite" in why["reason"] or "running median" in why["reason"])
+    # ... and the other trial went on and finished, with its probe score.
+    assert good.data.tags["sportray.status"] == "finished"
+    assert good.data.metrics["steps_done"] == 10 and "basketball_iou" in good.data.metrics
+    assert "diverged_step" not in good.data.metrics
+
+    # Tune: the diverged trial ended normally (not an error) without the objective.
+    sweep_dir = Path(summary["sweep_dir"])
+    last = {t.config["lr"]: t.last_result for t in ExperimentAnalysis(str(sweep_dir)).trials}
+    assert last[50.0]["status"] == "diverged" and "basketball_iou" not in last[50.0]
+    assert last[1e-3]["status"] == "finished"
+
+    # Optuna: the study Tune checkpointed (what a resumed sweep continues from) holds the
+    # diverged recipe as pruned/failed, never as a completed trial with a score.
+    [state_file] = sweep_dir.glob("searcher-state-*.pkl")
+    with open(state_file, "rb") as f:
+        study = pickle.load(f)["_ot_study"]
+    by_lr = {t.params["lr"]: t for t in study.trials}
+    assert set(by_lr) == {50.0, 1e-3}
+    assert by_lr[50.0].state in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    assert by_lr[50.0].value is None
+    assert by_lr[1e-3].state == optuna.trial.TrialState.COMPLETE
+    assert by_lr[1e-3].value == pytest.approx(good.data.metrics["basketball_iou"])
+    print(f"diverged at step {diverged_step} ({why['reason']}); "
+          f"optuna states: { {lr: t.state.name for lr, t in by_lr.items()} }")
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+@contextlib.contextmanager
+def full_disk(directory: Path, keep_free: int):
+    """Fill the filesystem of `directory` (a small tmpfs mounted there) to `keep_free` bytes free;
+    the filler goes away on exit."""
+    filler = directory / "filler"
+    with open(filler, "wb") as f:
+        chunk = b"\0" * (1 << 20)
+        try:
+            while True:
+                st = os.statvfs(directory)
+                room = st.f_bavail * st.f_frsize - keep_free
+                if room <= 0:
+                    break
+                f.write(chunk[:min(len(chunk), room)])
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    try:
+        yield
+    finally:
+        filler.unlink()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real, small filesystem: a 256 MiB tmpfs (checkpoints of the tiny model are ~58 MB: the
+    projector is 2048 wide) (needs root with CAP_SYS_ADMIN, as here)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_resume_continues(store, small_disk):
+    from sportray.data.frames import read_store
+
+    cfg = PretrainConfig(steps=4, views="2x32", batch_size=8, warmup_steps=1, log_every=2, checkpoint_every=2,
+                         cpus_per_worker=0.8, proj_dim=16, sigreg_directions=16, max_failures=0)
+    first = run_pretrain(cfg, read_store(store), storage_path=str(small_disk), run_name="full")
+    assert first.status == "finished" and first.steps == 4, first.reason
+    latest = Path(first.backbone_dir).parent  # the run's latest checkpoint, as Ray registered it
+    target = latest / STATE_FILE
+    before = torch.load(target, weights_only=True)
+    assert before["step"] == 4
+    size = target.stat().st_size
+
+    # The next checkpoint of this run is written where the disk has room for half of it: ENOSPC
+    # mid-write, for real, from the kernel.
+    newer = {**before, "step": 6, "model": {k: v + 1 for k, v in before["model"].items()}}
+    with full_disk(small_disk, keep_free=size // 2):
+        with pytest.raises(CheckpointWriteError) as caught:
+            write_state(newer, latest)
+        message = str(caught.value)
+        assert caught.value.errno == errno.ENOSPC
+        assert str(target) in message and "disk is full" in message
+        assert not (latest / (STATE_FILE + ".tmp")).exists(), "the partial file is removed"
+        kept = torch.load(target, weights_only=True)  # still loads, safely, while the disk is full
+        assert kept["step"] == 4
+        assert all(torch.equal(kept["model"][k], before["model"][k]) for k in before["model"])
+    print(f"full disk message: {message}")
+
+    # Space freed: the same run, asked for 2 more steps, resumes from that checkpoint.
+    resumed = run_pretrain(dataclasses.replace(cfg, steps=6), read_store(store), storage_path=str(small_disk),
+                           run_name="full")
+    assert resumed.status == "finished", resumed.reason
+    assert resumed.metrics["resumed_from"] == 4 and resumed.steps == 6
+
+
+def test_a_write_error_other_than_a_full_disk_names_the_path(tmp_path):
+    missing = tmp_path / "gone"
+    with pytest.raises(CheckpointWriteError) as caught:
+        write_state({"step": 1}, missing)
+    assert str(missing / STATE_FILE) in str(caught.value) and "disk is full" not in str(caught.value)
+
+
+# ----------------------------------------------------------------------------- out of memory
+
+def test_out_of_memory_message_names_batch_views_device_and_suggests_a_smaller_batch():
+    gib = 2 ** 30
+    msg = oom_message(256, "2x224+6x96", "cuda:0", workers=4, total_bytes=80 * gib, free_bytes=gib // 2,
+                      peak_bytes=78 * gib, detail="torch: CUDA out of memory. Tried to allocate 2.00 GiB.")
+    assert msg.startswith("out of memory on cuda:0 (78.0 GiB peak allocated by this worker, 0.5 GiB free of "
+                          "80.0 GiB)")
+    assert "--batch-size 256" in msg and "--views 2x224+6x96" in msg
+    assert "8 views per frame, 2048 view images" in msg
+    assert "--batch-size 128" in msg, "suggests halving the batch"
+    assert "global batch of 1024 frames" in msg
+    assert "Traceback" not in msg
+
+    cpu = oom_message(16, "2x224", "cpu")
+    assert "--batch-size 8" in cpu and "GiB" not in cpu and "global batch" not in cpu
+    one = oom_message(1, "2x224+6x96", "cuda:0")
+    assert "Even one frame does not fit" in one and "--batch-size 0" not in one
+
+
+def test_out_of_memory_in_the_loop_becomes_the_clear_error(monkeypatch):
+    """The entry point Ray Train calls turns torch's OOM into BatchDoesNotFitError, its chain cut."""
+    import ray.train.torch
+
+    from sportray import pretrain
+
+    def oom(config):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.\n(long allocator hint)")
+
+    monkeypatch.setattr(pretrain, "_train_loop", oom)
+    monkeypatch.setattr(ray.train.torch, "get_device", lambda: torch.device("cpu"))
+    cfg = PretrainConfig(batch_size=64, views="2x224+6x96")
+    with pytest.raises(BatchDoesNotFitError) as caught:
+        pretrain.train_loop_per_worker({"pretrain": dataclasses.asdict(cfg)})
+    msg = str(caught.value)
+    assert "--batch-size 64" in msg and "--views 2x224+6x96" in msg and "--batch-size 32" in msg
+    assert "on cpu" in msg and "Tried to allocate 2.00 GiB" in msg and "allocator hint" not in msg
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    print(f"OOM message: {msg}")
