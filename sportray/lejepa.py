@@ -32,7 +32,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-__all__ = ["sigreg", "sigreg_per_direction", "draw_directions", "Projector", "LeJEPA", "world_size"]
+__all__ = ["sigreg", "sigreg_per_direction", "draw_directions", "GlobalBatchNorm1d", "Projector", "LeJEPA",
+           "world_size"]
 
 
 def world_size() -> int:
@@ -103,17 +104,44 @@ def draw_directions(dim: int, n: int, step: int, seed: int, device: str | torch.
     return a.to(device=device, dtype=dtype)
 
 
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose training statistics are those of the global batch (all ranks), so that N
+    workers of batch B train the model one worker of batch N x B would. Works on gloo and NCCL
+    (nn.SyncBatchNorm refuses CPU tensors); one gradient-carrying all-reduce of 2 x C floats per
+    layer. Ranks must hold equal batch sizes (the loop drops last partial batches). Same
+    parameters and state_dict keys as nn.BatchNorm1d."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ws = world_size()
+        if not self.training or ws == 1:
+            return super().forward(x)
+        xf = x.float()
+        stats = _all_reduce_mean(torch.cat([xf.mean(dim=0), xf.square().mean(dim=0)]), ws)
+        mean, mean_sq = stats.chunk(2)
+        var = (mean_sq - mean.square()).clamp_min(0)
+        if self.track_running_stats and self.running_mean is not None:
+            n = x.shape[0] * ws
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / max(1, n - 1), m)
+                self.num_batches_tracked += 1
+        y = (xf - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            y = y * self.weight + self.bias
+        return y.to(x.dtype)
+
+
 class Projector(nn.Module):
     """MLP head as in the LeJEPA reference (torchvision MLP(D, [H, H, K], norm_layer=BatchNorm1d)):
     Linear-BN-ReLU, Linear-BN-ReLU, Linear -> proj_dim. hidden 2048 for ViT-S; smaller for the tiny
-    demo. Under DDP on CPU, BatchNorm statistics are per rank (standard); on GPU one may convert with
-    nn.SyncBatchNorm.convert_sync_batchnorm for exact global-batch statistics."""
+    demo. The BatchNorms use global-batch statistics under DDP (GlobalBatchNorm1d)."""
 
     def __init__(self, embed_dim: int, proj_dim: int = 128, hidden_dim: int = 2048):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(embed_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
+            nn.Linear(embed_dim, hidden_dim), GlobalBatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, hidden_dim), GlobalBatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
             nn.Linear(hidden_dim, proj_dim),
         )
 

@@ -182,15 +182,10 @@ def _ddp_inputs():
     g = torch.Generator().manual_seed(11)
     torch.manual_seed(5)
     model = LeJEPA(D, K, S, LAM, hidden_dim=24)
-    # eval(): BatchNorm uses running stats, so the projector is the same per-sample function on a
-    # shard and on the full batch (train-mode BN statistics are per rank under DDP on CPU).
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                m.running_mean.normal_(0, 0.1, generator=g)
-                m.running_var.uniform_(0.5, 1.5, generator=g)
+    # train(): the projector's BatchNorms take global-batch statistics across ranks
+    # (GlobalBatchNorm1d), so a shard per rank must give the full batch's loss and gradients.
     emb = [torch.randn(2, B, D, generator=g), torch.randn(3, B, D, generator=g) * 1.5]
-    return model.eval(), emb
+    return model.train(), emb
 
 
 def _free_port():
