@@ -111,7 +111,7 @@ def _float(v, default=None):
 
 def _effective_status(tag: str | None, mlflow_status: str) -> str | None:
     """sportray.status wins; a run that crashed before tagging is failed; None = in progress."""
-    if tag in ("finished", "diverged", "failed"):
+    if tag in ("finished", "diverged", "failed", "stopped"):
         return tag
     if mlflow_status in ("FAILED", "KILLED"):
         return "failed"
@@ -217,6 +217,7 @@ class Scorecard:
     diverged: list[RunRecord] = field(default_factory=list)
     failed: list[RunRecord] = field(default_factory=list)
     duplicates: list[RunRecord] = field(default_factory=list)
+    stopped: list[RunRecord] = field(default_factory=list)     # stopped early by --scheduler asha
     spearman: dict[str, dict[str, tuple[float, float, int] | None]] = field(default_factory=dict)
     has_dinov3: bool = False
 
@@ -280,7 +281,7 @@ def build(records: Iterable[RunRecord], metrics: Sequence[str] = METRICS) -> Sco
         groups.setdefault(r.config_key, []).append(r)
 
     rows: list[Row] = []
-    diverged, failed, duplicates = [], [], []
+    diverged, failed, duplicates, stopped = [], [], [], []
     for key, runs in groups.items():
         first = runs[0]
         row = Row(config=key, kind=first.kind, arm=first.arm, steps=first.steps, views=first.views,
@@ -293,6 +294,8 @@ def build(records: Iterable[RunRecord], metrics: Sequence[str] = METRICS) -> Sco
             elif r.status == "failed":
                 row.n_failed += 1
                 failed.append(r)
+            elif r.status == "stopped":
+                stopped.append(r)
             elif r.counted:
                 if r.seed in counted:       # same seed again: keep the latest run
                     duplicates.append(counted[r.seed])
@@ -319,7 +322,7 @@ def build(records: Iterable[RunRecord], metrics: Sequence[str] = METRICS) -> Sco
                 s.not_separable, s.reason = _separable(ranked[i - 1].stats[m], s)
 
     card = Scorecard(metrics=metrics, rows=rows, diverged=diverged, failed=failed,
-                     duplicates=duplicates, has_dinov3=bar is not None)
+                     duplicates=duplicates, stopped=stopped, has_dinov3=bar is not None)
     for m in metrics:
         card.spearman[m] = {"all": spearman(records, m)}
         arms = sorted({r.arm for r in records if r.kind == T.KIND_TRIAL})
@@ -381,7 +384,7 @@ def _footnote(card: Scorecard) -> list[str]:
         "CI exists for the pair. Only adjacent ranks are compared. A single-seed row (n=1) has no "
         "seed spread: read its rank with care, run more seeds before announcing a winner.",
     ]
-    if card.diverged or card.failed or card.duplicates:
+    if card.diverged or card.failed or card.duplicates or card.stopped:
         lines += ["", "Not counted in the means:"]
         for r in card.diverged:
             at = r.metrics.get("diverged_step")
@@ -389,6 +392,10 @@ def _footnote(card: Scorecard) -> list[str]:
                          + (f", step {int(at)}" if _finite(at) else "") + ")")
         for r in card.failed:
             lines.append(f"- failed: {r.run_name or r.config_key} (run {r.run_id[:8]})")
+        for r in card.stopped:
+            at = r.metrics.get("stopped_step")
+            lines.append(f"- stopped early on the LeJEPA loss (--scheduler asha): {r.run_name or r.config_key} "
+                         f"(run {r.run_id[:8]}" + (f", step {int(at)}" if _finite(at) else "") + ")")
         for r in card.duplicates:
             lines.append(f"- duplicate seed (an older run of the same config and seed): "
                          f"{r.run_name or r.config_key} (run {r.run_id[:8]})")

@@ -137,6 +137,30 @@ def max_concurrent(pretrain: PretrainConfig) -> int:
     return max(1, int(spare // (pretrain.cpus_per_worker * pretrain.workers)))
 
 
+def _mark_stopped_early(client, experiment_id: str, parent_run_id: str, results) -> None:
+    """Trials the scheduler (ASHA) stopped end mid-training, before their probe: their last
+    result is a Train report (status "running"). Their MLflow runs say so instead of looking
+    like they are still running."""
+    from sportray import tracking
+    from sportray.trial import say
+
+    for r in results:
+        m = r.metrics or {}
+        if r.error or m.get("status") != "running" or not m.get("trial_id"):
+            continue
+        for run in tracking._find_runs(client, experiment_id, {tracking.TAG_TRIAL_ID: m["trial_id"],
+                                                                "mlflow.parentRunId": parent_run_id}):
+            if run.data.tags.get(tracking.TAG_STATUS) != "running":
+                continue
+            step, loss = int(m.get("step") or 0), m.get("train/loss")
+            client.log_metric(run.info.run_id, "stopped_step", float(step), step=step)
+            loss_txt = f" (train/loss {loss:.4g})" if isinstance(loss, (int, float)) else ""
+            tracking.set_status(client, run.info.run_id, "stopped",
+                                note=f"stopped early by ASHA at step {step}{loss_txt}: its LeJEPA loss "
+                                     "ranked in the worse half at that rung; no probe was run")
+            say(f"trial {m['trial_id']}: stopped early by ASHA at step {step}")
+
+
 def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str | None = None,
               address: str | None = None, storage: str = "sportray-runs", resume: bool = False,
               num_configs: int | None = None, seeds: tuple[int, ...] | None = None,
@@ -219,9 +243,11 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
         sched = None
         if scheduler == "asha":
             from ray.tune.schedulers import ASHAScheduler
+            # stop_last_trials=False: a trial that reaches the last step must go on to its probe
+            # (ASHA would otherwise stop every trial at max_t, before any probe ran).
             sched = ASHAScheduler(metric="train/loss", mode="min", time_attr="step",
                                   max_t=pretrain.steps, grace_period=max(1, pretrain.steps // 4),
-                                  reduction_factor=2)
+                                  reduction_factor=2, stop_last_trials=False)
         tuner = tune.Tuner(
             trainable, param_space=space,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=sched,
@@ -229,6 +255,7 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
             run_config=tune.RunConfig(name=sweep_dir.name, storage_path=str(storage_path),
                                       failure_config=tune.FailureConfig(max_failures=1), verbose=1))
     results = tuner.fit()
+    _mark_stopped_early(client, exp_id, parent, results)
 
     for ref in spec.references:
         if ref == "dinov3" and not weights:

@@ -69,10 +69,10 @@ TAG_NOTE = "mlflow.note.content"           # the run's description in the MLflow
 TAG_PARAM_CONFLICT = "sportray.param_conflict."
 
 KIND_SWEEP, KIND_TRIAL, KIND_REFERENCE = "sweep", "trial", "reference"
-STATUSES = ("running", "finished", "diverged", "failed")
+STATUSES = ("running", "finished", "diverged", "failed", "stopped")   # stopped: early, by ASHA
 REFERENCES = ("random", "dinov3")
 _MLFLOW_STATUS = {"running": "RUNNING", "finished": "FINISHED", "diverged": "FINISHED",
-                  "failed": "FAILED"}
+                  "failed": "FAILED", "stopped": "KILLED"}
 
 STEP_METRICS = ("train/loss", "train/inv", "train/sigreg", "train/grad_norm", "train/weight_norm",
                 "train/rel_dist_init", "train/lr", "train/frames_per_s")

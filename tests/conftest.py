@@ -30,4 +30,11 @@ def tiny_synthetic(tmp_path_factory):
     return write_synthetic(root, seed=0, **TINY)
 
 
+@pytest.fixture(scope="session")
+def sweep_data_dir(tmp_path_factory):
+    """One --data-dir for the sweep tests: frame stores and probe sets are content-addressed, so
+    every sweep after the first on the same corpus reuses them instead of decoding again."""
+    return tmp_path_factory.mktemp("sweep-data")
+
+
 TINY = dict(n_games=4, half_s=12, n_arenas=4, images_per_arena=6)

@@ -40,7 +40,8 @@ def store(ray_session, tmp_path_factory):
 
 # ----------------------------------------------------------------------------- a diverging trial in a sweep
 
-def test_a_diverging_trial_ends_diverged_optuna_is_told_and_the_sweep_goes_on(tiny_synthetic, tmp_path):
+def test_a_diverging_trial_ends_diverged_optuna_is_told_and_the_sweep_goes_on(ray_session, tiny_synthetic, sweep_data_dir,
+                                                                              tmp_path):
     import optuna
     from mlflow.tracking import MlflowClient
     from ray import tune
@@ -63,7 +64,7 @@ def test_a_diverging_trial_ends_diverged_optuna_is_told_and_the_sweep_goes_on(ti
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     summary = run_sweep(spec, "t", tracking_uri=uri, storage=str(tmp_path / "runs"), data_overrides=dict(
         corpus=str(tiny_synthetic / "soccernet"), soccer_labels=str(tiny_synthetic / "soccernet"),
-        basketball=str(tiny_synthetic / "deepsportradar"), data_dir=str(tmp_path / "data")))
+        basketball=str(tiny_synthetic / "deepsportradar"), data_dir=str(sweep_data_dir)))
     assert summary["trials"] == 2 and summary["errored_trials"] == 0, summary
 
     # MLflow: the diverged child run says so, keeps its curves and the step it diverged at.

@@ -18,10 +18,10 @@ FAST = ["--set", "steps=4", "--set", "views=2x32+2x16", "--set", "batch_size=4",
         "--set", "sigreg_directions=16", "--set", "warmup_steps=1"]
 
 
-def sweep_cmd(synth: Path, work: Path, *extra: str) -> list[str]:
+def sweep_cmd(synth: Path, work: Path, data_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, str(ROOT / "sweeps" / "scratch_views.py"), "--num-configs", "2", "--seeds", "0",
             "--corpus", str(synth / "soccernet"), "--soccer-labels", str(synth / "soccernet"),
-            "--basketball", str(synth / "deepsportradar"), "--data-dir", str(work / "data"),
+            "--basketball", str(synth / "deepsportradar"), "--data-dir", str(data_dir),
             "--tracking-uri", f"sqlite:///{work}/mlflow.db", "--storage", str(work / "runs"), *FAST, *extra]
 
 
@@ -33,13 +33,13 @@ def runs_of(work: Path, kind: str) -> list:
     return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("sportray.kind") == kind]
 
 
-def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(tiny_synthetic, tmp_path):
+def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(tiny_synthetic, sweep_data_dir, tmp_path):
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
     # Create the MLflow schema first: the test polls the store while the sweep writes it, and two
     # processes migrating one new sqlite file race ("duplicate column name").
     MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_experiments()
     log = open(tmp_path / "first.log", "w")
-    first = subprocess.Popen(sweep_cmd(tiny_synthetic, tmp_path), cwd=tmp_path, stdout=log, stderr=log, env=env,
+    first = subprocess.Popen(sweep_cmd(tiny_synthetic, tmp_path, sweep_data_dir), cwd=tmp_path, stdout=log, stderr=log, env=env,
                              start_new_session=True)
     # Kill the driver (SIGKILL, its whole process group: no clean shutdown) once one trial has finished.
     deadline = time.time() + 600
@@ -56,7 +56,7 @@ def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(tiny_synth
     parents_before = {r.info.run_id for r in runs_of(tmp_path, "sweep")}
     assert len(parents_before) == 1
 
-    second = subprocess.run(sweep_cmd(tiny_synthetic, tmp_path, "--resume"), cwd=tmp_path, capture_output=True,
+    second = subprocess.run(sweep_cmd(tiny_synthetic, tmp_path, sweep_data_dir, "--resume"), cwd=tmp_path, capture_output=True,
                             text=True, env=env, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Compare trials: mlflow ui" in second.stdout and "Ray dashboard" in second.stdout
@@ -81,3 +81,62 @@ def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(tiny_synth
         assert sorted(steps) == [2, 4], steps
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"scorecard.md", "scorecard.csv"} <= artifacts
+
+
+def test_asha_stops_the_worse_loss_early_and_lets_the_better_trial_reach_its_probe(ray_session, tiny_synthetic, sweep_data_dir,
+                                                                                   tmp_path):
+    # --scheduler asha prunes on the label-free LeJEPA loss. Two recipes run one after the other
+    # (cpus_per_worker 0.6 on 2 CPUs: one trial at a time, so the rung comparison is deterministic):
+    # lambda_sigreg 0.05 first, then 0.9, whose loss (mostly SIGReg of an untrained net) is several
+    # times higher at the first rung (step 2 of 8) and must be stopped there.
+    import optuna
+    from ray import tune
+
+    from sportray import scorecard
+    from sportray.sweep import Preset, SweepSpec, run_sweep
+
+    spec = SweepSpec(
+        name="asha_sweep", description="test", space={"lambda_sigreg": tune.choice([0.05, 0.9])},
+        presets={"t": Preset(
+            pretrain=dict(arm="scratch", model="vit_tiny_demo", steps=8, views="2x32", batch_size=8,
+                          warmup_steps=1, clip=1.0, log_every=1, checkpoint_every=4, cpus_per_worker=0.6,
+                          proj_dim=16, sigreg_directions=16, max_failures=0),
+            data=dict(every_s=1.0), probe=dict(epochs=5, bootstrap=50), num_configs=2, seeds=(0,),
+            start_points=[dict(lambda_sigreg=0.05), dict(lambda_sigreg=0.9)])},
+        metric="basketball_iou", references=())
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = run_sweep(spec, "t", tracking_uri=uri, storage=str(tmp_path / "runs"), scheduler="asha",
+                        data_overrides=dict(corpus=str(tiny_synthetic / "soccernet"),
+                                            soccer_labels=str(tiny_synthetic / "soccernet"),
+                                            basketball=str(tiny_synthetic / "deepsportradar"),
+                                            data_dir=str(sweep_data_dir)))
+    assert summary["trials"] == 2 and summary["errored_trials"] == 0, summary
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("asha_sweep")
+    trials = {float(r.data.params["lambda_sigreg"]): r for r in client.search_runs([exp.experiment_id])
+              if r.data.tags.get("sportray.kind") == "trial"}
+    good, bad = trials[0.05], trials[0.9]
+    # the better trial ran all its steps and its probe (ASHA does not stop trials at the last step)
+    assert good.data.tags["sportray.status"] == "finished"
+    assert good.data.metrics["steps_done"] == 8 and "basketball_iou" in good.data.metrics
+    # the worse one was stopped at the first rung, says so, and kept its curve up to there
+    assert bad.data.tags["sportray.status"] == "stopped", bad.data.tags
+    assert bad.info.status == "KILLED"
+    stopped_at = int(bad.data.metrics["stopped_step"])
+    assert stopped_at == 2, stopped_at
+    assert "ASHA" in bad.data.tags["mlflow.note.content"]
+    assert "basketball_iou" not in bad.data.metrics
+    # its curve up to the last flush before the stop (a killed trial loses at most its unflushed tail)
+    curve = sorted(m.step for m in client.get_metric_history(bad.info.run_id, "train/loss"))
+    assert curve and curve[0] == 1 and curve[-1] <= stopped_at, curve
+    # Optuna is told the stopped recipe has no score; the scorecard lists it outside the means
+    [state_file] = Path(summary["sweep_dir"]).glob("searcher-state-*.pkl")
+    import pickle
+    with open(state_file, "rb") as f:
+        study = pickle.load(f)["_ot_study"]
+    states = {t.params["lambda_sigreg"]: t.state for t in study.trials}
+    assert states[0.05] == optuna.trial.TrialState.COMPLETE
+    assert states[0.9] in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    card = scorecard.build(scorecard.load_runs(client, "asha_sweep", parent_run_id=summary["parent_run_id"]))
+    assert [r.run_id for r in card.stopped] == [bad.info.run_id]
+    assert "stopped early on the LeJEPA loss" in scorecard.to_markdown(card)
