@@ -88,6 +88,24 @@ class DataConfig:
     test_arenas: str = ""            # comma list; "" -> the dataset's default held-out arenas
     split_seed: int = 0
 
+    def absolute(self) -> "DataConfig":
+        """The same config with local paths made absolute: Ray workers (Tune trials, Train
+        workers) run in other working directories, where a relative path names nothing."""
+        def fix(path: str) -> str:
+            return str(Path(path).resolve()) if path and "://" not in path else path
+
+        def fix_sources(spec: str) -> str:
+            out = []
+            for part in filter(None, (p.strip() for p in spec.split(","))):
+                folder, sep, weight = part.rpartition(":") if ":" in part else (part, "", "")
+                out.append(fix(folder) + (sep + weight if sep else ""))
+            return ",".join(out)
+
+        return dataclasses.replace(self, data_dir=fix(self.data_dir), corpus=fix(self.corpus),
+                                   store=fix(self.store), basketball=fix(self.basketball),
+                                   soccer_labels=fix(self.soccer_labels),
+                                   extra_sources=fix_sources(self.extra_sources))
+
 
 @dataclass
 class PretrainConfig:

@@ -81,3 +81,16 @@ def test_inspect_reports_bad_files_and_exits_non_zero(tmp_path):
     problems = json.loads(out.stdout)["problems"]
     files = {p["file"].split("/")[-1] for p in problems}
     assert {"1_224p.mkv", "Labels-v2.json"} <= files
+
+
+def test_data_paths_are_made_absolute_for_ray_workers(tmp_path, monkeypatch):
+    # Tune runs each trial in its own directory: a relative --data-dir would name nothing there
+    # (the demo's default is the relative "sportray-data").
+    from sportray.config import DataConfig
+
+    monkeypatch.chdir(tmp_path)
+    d = DataConfig(data_dir="sportray-data", corpus="videos", extra_sources="more:2,other",
+                   basketball="", soccer_labels="s3://bucket/labels").absolute()
+    assert d.data_dir == str(tmp_path / "sportray-data") and d.corpus == str(tmp_path / "videos")
+    assert d.extra_sources == f"{tmp_path / 'more'}:2,{tmp_path / 'other'}"
+    assert d.basketball == "" and d.soccer_labels == "s3://bucket/labels"
