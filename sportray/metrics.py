@@ -255,9 +255,15 @@ def report_probe(trial: str, arm: str, metrics: Mapping[str, object], *, timeout
         global _remote_class
         if _remote_class is None:
             _remote_class = ray.remote(SportrayMetrics)
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        # Outside the caller's placement group: called from a Tune trial, the actor would
+        # otherwise land in the trial's group and, once Tune removes it at the trial's end,
+        # restart forever with nowhere to go (later trials then wait out `timeout_s`).
         holder = _remote_class.options(
             name=ACTOR_NAME, namespace=ACTOR_NAMESPACE, lifetime="detached", get_if_exists=True,
-            num_cpus=0, max_restarts=-1, max_task_retries=-1).remote()
+            num_cpus=0, max_restarts=-1, max_task_retries=-1,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None)).remote()
         ray.get(holder.set.remote(str(trial), str(arm), values), timeout=timeout_s)
         return True
     except Exception as exc:
