@@ -9,7 +9,9 @@ The MLflow store is the one a finished tiny sweep leaves, written through sportr
 "<config key> s<seed>" with PretrainConfig params, train/* step curves, probe metrics with
 their CIs, a training-curves panel and trial_config.json as artifacts) instead of training
 four trials here, so the file stays well under two minutes. tests/test_cluster.py runs the
-real sweep into MLflow.
+real sweep into MLflow and takes the same two looks at it: the dashboard's actors page while its
+trials train, the compare view of its trained trials (ray_dashboard_sweep_*.png,
+mlflow_compare_sweep.png). The helpers both files use are in browser_tools.py.
 
 The Ray dashboard runs with Ray 2.60's token auth. Without a token its web UI asks for one
 (a dialog; /api/* answers 401) -- the first screenshot shows that. The jobs and actors pages are
@@ -20,66 +22,21 @@ dialog or set the HttpOnly cookie it would leave.
 """
 from __future__ import annotations
 
-import http.server
 import json
-import os
-import signal
-import socketserver
-import subprocess
-import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from browser_tools import (HAVE_CHROMIUM, NO_CHROMIUM, TOKEN_DIALOG, artifacts_dir as _artifacts_dir, chromium,
+                           compare_url, mlflow_ui as _mlflow_ui, token_proxy, wait_http)
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("SPORTRAY_CHROMIUM", "/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason=f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
+pytestmark = pytest.mark.skipif(not HAVE_CHROMIUM, reason=NO_CHROMIUM)
 
 
 @pytest.fixture(scope="module")
 def artifacts_dir() -> Path:
-    d = Path(os.environ.get("SPORTRAY_BROWSER_ARTIFACTS", ROOT / "browser-artifacts"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def chromium(url: str, profile: Path, *, screenshot: Path | None = None, budget_ms: int = 20000,
-             size: str = "1600,1000", timeout: float = 120) -> str:
-    """Load `url` in headless Chromium; returns the DOM after `budget_ms` of virtual time and,
-    with `screenshot`, writes a PNG of the same page load."""
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}",
-           f"--window-size={size}", f"--virtual-time-budget={budget_ms}", "--dump-dom"]
-    if screenshot:
-        cmd.append(f"--screenshot={screenshot}")
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=timeout)
-    assert out.returncode == 0, out.stderr[-2000:]
-    if screenshot:
-        assert screenshot.exists() and screenshot.stat().st_size > 10_000, out.stderr[-2000:]
-    return out.stdout
-
-
-def wait_http(url: str, timeout: float = 120, headers: dict | None = None, proc=None) -> int:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}) before {url} answered")
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as r:
-                return r.status
-        except urllib.error.HTTPError as e:
-            return e.code
-        except OSError as e:
-            last = e
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer in {timeout:.0f} s ({last})")
+    return _artifacts_dir()
 
 
 # ----------------------------------------------------------------------------- MLflow
@@ -125,42 +82,23 @@ def write_finished_sweep(client, art: Path) -> tuple[str, list[tuple[str, str]]]
 
 @pytest.fixture(scope="module")
 def mlflow_ui(tmp_path_factory):
-    import sys
-
-    from test_cluster import free_port
-
     from sportray import tracking
 
     d = tmp_path_factory.mktemp("mlflow-ui")
     uri = f"sqlite:///{d / 'mlflow.db'}"
     client = tracking.connect(uri)   # creates the schema before the server opens the file
-    port = free_port()
-    mlflow = str(Path(sys.executable).with_name("mlflow"))
-    log = (d / "mlflow-ui.log").open("w")
-    proc = subprocess.Popen([mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        exp, runs = write_finished_sweep(client, d / "artifacts")   # while the server starts
-        base = f"http://127.0.0.1:{port}"
-        assert wait_http(base + "/health", proc=proc) == 200
-        yield base, exp, runs
-    finally:  # the server and its uvicorn child: the process group this fixture started
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
+    with ThreadPoolExecutor(1) as pool:
+        written = pool.submit(write_finished_sweep, client, d / "artifacts")   # while the server starts
+        with _mlflow_ui(uri, d / "mlflow-ui.log") as base:
+            exp, runs = written.result()
+            yield base, exp, runs
 
 
 def test_mlflow_compare_view_lists_every_trial_and_the_probe_metric(mlflow_ui, artifacts_dir, tmp_path):
     base, exp, runs = mlflow_ui
     assert len(runs) >= 4
     t0 = time.monotonic()
-    query = urllib.parse.urlencode({"runs": json.dumps([r for r, _ in runs]), "experiments": json.dumps([exp])},
-                                   quote_via=urllib.parse.quote)
-    url = f"{base}/#/compare-runs?{query}"
+    url = compare_url(base, exp, [r for r, _ in runs])
     shot = artifacts_dir / "mlflow_compare.png"
     dom = chromium(url, tmp_path / "profile", screenshot=shot, size="1600,2600")  # down to the metrics table
     for _run_id, name in runs:
@@ -174,46 +112,6 @@ def test_mlflow_compare_view_lists_every_trial_and_the_probe_metric(mlflow_ui, a
 
 
 # ----------------------------------------------------------------------------- Ray dashboard
-
-class _TokenProxy(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-
-
-def token_proxy(target: str, token: str) -> tuple[_TokenProxy, str]:
-    """127.0.0.1 reverse proxy to `target` that adds the dashboard token to every request."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _forward(self):
-            body = None
-            if self.headers.get("Content-Length"):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-            headers = {k: v for k, v in self.headers.items()
-                       if k.lower() not in ("host", "accept-encoding", "connection")}
-            headers["Authorization"] = f"Bearer {token}"
-            req = urllib.request.Request(target + self.path, data=body, headers=headers, method=self.command)
-            try:
-                with urllib.request.urlopen(req, timeout=60) as r:
-                    status, rheaders, data = r.status, r.headers, r.read()
-            except urllib.error.HTTPError as e:
-                status, rheaders, data = e.code, e.headers, e.read()
-            self.send_response(status)
-            for k, v in rheaders.items():
-                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                    self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
-
-        def log_message(self, *args):
-            pass
-
-    server = _TokenProxy(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
-
 
 DRIVER = r"""
 import sys, ray
@@ -239,14 +137,14 @@ def test_ray_dashboard_jobs_and_actors_pages(tmp_path, artifacts_dir):
 
         # 1. no token: the UI asks for one (what a newcomer meets first)
         dom = chromium(base + "/#/jobs", tmp_path / "p1", screenshot=artifacts_dir / "ray_dashboard_login.png")
-        assert "Authentication Token Required" in dom and "ray get-auth-token" in dom, dom[:2000]
+        assert TOKEN_DIALOG in dom and "ray get-auth-token" in dom, dom[:2000]
 
         # 2. with the token added by a local proxy: jobs and actors
         proxy, purl = token_proxy(base, cluster.token)
         try:
             jobs_dom = chromium(purl + "/#/jobs", tmp_path / "p2", budget_ms=30000,
                                 screenshot=artifacts_dir / "ray_dashboard_jobs.png")
-            assert "Authentication Token Required" not in jobs_dom
+            assert TOKEN_DIALOG not in jobs_dom
             assert "01000000" in jobs_dom and "SUCCEEDED" in jobs_dom, jobs_dom[:3000]   # the driver's job
             actors_dom = chromium(purl + "/#/actors", tmp_path / "p2", budget_ms=30000,
                                   screenshot=artifacts_dir / "ray_dashboard_actors.png")

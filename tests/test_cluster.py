@@ -1,5 +1,8 @@
 """The cluster face of sportray: cluster.yaml as `ray up` would check it, the shared-storage
-rule, and a real two-node Ray cluster on this machine running a tiny sweep end to end.
+rule, and a real two-node Ray cluster on this machine running a tiny sweep end to end (two
+trials; four with SPORTRAY_CLUSTER_TRIALS=4), looked at the way a person would: with Chromium (see browser_tools.py), the Ray
+dashboard's actors and jobs pages while the trials train, then the MLflow compare view of the
+trained trials; the screenshots go where test_browser.py's do.
 
 `LocalRayCluster` (also used by test_metrics.py and test_browser.py) starts nodes as
 `ray start --block` subprocesses with their own --temp-dir, ports and auth token, so it never
@@ -9,6 +12,7 @@ and SIGKILLs whatever of their process trees is left. Never `ray stop`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,10 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from browser_tools import HAVE_CHROMIUM, NO_CHROMIUM
 
 from sportray.config import ConfigError
 from sportray.storage import check_shared_storage, mount_of
@@ -337,12 +343,12 @@ print(json.dumps({"alive": len(alive), "ips": sorted({n["NodeManagerAddress"] fo
 
 class MetricsWatcher:
     """Scrapes the nodes' metrics endpoints every 2 s in a thread; remembers every
-    ray_sportray_* name seen."""
+    ray_sportray_* name seen, and the trials whose probe gauge (basketball_iou) was seen."""
 
     def __init__(self, ports: list[int]):
         import threading
 
-        self.ports, self.seen = ports, set()
+        self.ports, self.seen, self.probed = ports, set(), set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -356,6 +362,7 @@ class MetricsWatcher:
             except OSError:
                 continue
             self.seen |= set(re.findall(r"^(ray_sportray_[a-z0-9_]+)\{", text, re.M))
+            self.probed |= set(re.findall(r'^ray_sportray_basketball_iou\{.*?trial="([^"]*)"', text, re.M))
 
     def _run(self) -> None:
         while not self._stop.wait(2):
@@ -368,40 +375,167 @@ class MetricsWatcher:
         return self.seen
 
 
-def test_two_node_cluster_runs_a_tiny_sweep_into_mlflow(tmp_path, tiny_synthetic):
-    """Head + a second node (`ray start --address`, token auth), then the README's sweep script
-    joins with --address: the trial and its probe metrics land in MLflow, and its live metrics
-    reach the nodes' metrics endpoints."""
-    t0 = time.monotonic()
-    runs, db = tmp_path / "runs", tmp_path / "m.db"
-    with LocalRayCluster(tmp_path / "cluster", nodes=2, cpus=1,
-                         env={"RAY_metrics_report_interval_ms": "2000"}) as cluster:
-        t_up = time.monotonic() - t0
-        watcher = MetricsWatcher(cluster.metrics_ports)
-        out = cluster.run_python(CHECK_NODES, args=[cluster.address, str(runs)])
-        assert out.returncode == 0, out.stderr[-3000:] + cluster.logs_tail()
-        info = json.loads(out.stdout.strip().splitlines()[-1])
-        assert info["alive"] == 2 and info["cpus"] == 2, info
-        sweep = cluster.run([sys.executable, "sweeps/scratch_views.py", "--address", cluster.address,
-                             "--num-configs", "1", "--seeds", "0",
-                             "--set", "steps=4", "--set", "batch_size=4", "--set", "log_every=2",
-                             "--set", "checkpoint_every=4",
-                             "--data-dir", str(tmp_path / "data"), "--tracking-uri", f"sqlite:///{db}",
-                             "--storage", str(runs),
-                             "--corpus", str(tiny_synthetic / "soccernet"),
-                             "--soccer-labels", str(tiny_synthetic / "soccernet"),
-                             "--basketball", str(tiny_synthetic / "deepsportradar")], timeout=900)
-        t_sweep = time.monotonic() - t0 - t_up
-        time.sleep(3)  # one more export interval for the probe gauges of the finished trial
-        seen = watcher.stop()
-        (tmp_path / "sweep.out").write_text(sweep.stdout + "\n--- stderr\n" + sweep.stderr)
-        assert sweep.returncode == 0, (f"sweep failed ({sweep.returncode}), output in {tmp_path / 'sweep.out'}\n"
-                                       + sweep.stderr[-5000:] + cluster.logs_tail())
-    # pretrain.py's rank 0 exported its training gauges while it trained
-    assert {"ray_sportray_step", "ray_sportray_loss", "ray_sportray_frames_per_s"} <= seen, seen
-    if "report_probe" in (ROOT / "sportray" / "trial.py").read_text():  # trial.py's hook, once it is in
-        assert {"ray_sportray_basketball_iou", "ray_sportray_soccer_bal_acc"} <= seen, seen
+# The sweep of the two-node test: two recipes (2x224 vs 2x224+6x96 views, the sweep's
+# question), 4 steps each, training at once on the 2 CPUs. SPORTRAY_CLUSTER_TRIALS=4 adds seed 1
+# (4 trials, as the README's demo; what docs/screenshots show) at ~4 more minutes on 2 cores:
+# every trial's Train controller, worker, helpers and probe are CPU time whatever the steps.
+SWEEP_TRIALS = int(os.environ.get("SPORTRAY_CLUSTER_TRIALS", "2"))
+assert SWEEP_TRIALS in (2, 4), "SPORTRAY_CLUSTER_TRIALS: 2 or 4"
+SWEEP_ARGS = ["--num-configs", "2", "--seeds", "0" if SWEEP_TRIALS == 2 else "0,1",
+              "--set", "steps=4", "--set", "batch_size=4", "--set", "log_every=2", "--set", "checkpoint_every=4",
+              # all trials at once: run_sweep fits (CPUs - 1 spare) // cpus_per_worker trials
+              "--set", f"cpus_per_worker={0.45 if SWEEP_TRIALS == 2 else 0.2}"]
+# Whichever of the module's sweep tests runs first pays for the fixture's sweep (pytest-timeout
+# counts setup too): ~3-5 min on an idle 2-core machine, far more on a busy one.
+SWEEP_TIMEOUT_S = 1800
+# What the dashboard's actors page shows of a training trial (Ray 2.60, Train v2 under Tune):
+# Tune's trial actor (class ImplicitFunc, repr "_trainable"), its Train controller and the
+# training worker (DDP rank 0 of the trial's TorchTrainer).
+TRIAL_ACTORS = ("ImplicitFunc", "TrainController", "RayTrainWorker")
 
+
+@dataclass
+class SweepRun:
+    """What the two-node test's fixture leaves for its tests (the cluster is gone by then)."""
+    workdir: Path
+    db: Path
+    info: dict
+    returncode: int
+    output: str
+    seen: set
+    probed: set
+    t_up: float
+    t_sweep: float
+    t_total: float
+    logs_tail: str
+    dashboard: dict | Exception | None   # what watch_dashboard saw; None without Chromium
+    mlflow_url: str                      # `mlflow ui` on the store, up until the module's tests end
+
+
+def watch_dashboard(cluster: LocalRayCluster, sweep: subprocess.Popen, workdir: Path, want_workers: int) -> dict:
+    """While the sweep's trials train: the dashboard's actors and jobs pages in headless
+    Chromium (through the token-adding proxy), screenshots in the artifacts dir.
+
+    The actors page lists 10 actors a page, ALIVE first and newest first; a sweep has ~20
+    alive (per trial: Tune's actor, Train's controller, worker, and helpers; Ray Data's), so,
+    like a person, the page size is raised to see them all."""
+    import browser_tools as bt
+
+    base, token = cluster.dashboard_url, cluster.token
+    assert bt.wait_http(base + "/api/version", timeout=180, headers={"Authorization": f"Bearer {token}"}) == 200
+
+    def training() -> list[dict]:
+        return [a for a in bt.dashboard_actors(base, token)
+                if a["class_name"] == "RayTrainWorker" and a["state"] == "ALIVE"]
+
+    def wait_for_training(t_max: float) -> tuple[list[dict], float]:
+        """Until a trial trains, then (up to t_max s) for the others to join it."""
+        t0, first, workers = time.monotonic(), None, []
+        while sweep.poll() is None and time.monotonic() - t0 < 600:
+            workers = training()
+            if workers and first is None:
+                first = time.monotonic()
+            if workers and (len(workers) >= want_workers or time.monotonic() - first > t_max):
+                break
+            time.sleep(1)
+        assert sweep.poll() is None, "the sweep ended before a trial was seen training"
+        assert first is not None, "no RayTrainWorker came ALIVE within 600 s"
+        return workers, time.monotonic() - t0
+
+    workers, t_wait = wait_for_training(45)
+    art = bt.artifacts_dir()
+    actors_png, jobs_png = art / "ray_dashboard_sweep_actors.png", art / "ray_dashboard_sweep_jobs.png"
+    proxy, purl = bt.token_proxy(base, token)
+    try:
+        with bt.Page(workdir / "chromium", width=1600, height=1000) as page:
+            for attempt in range(3):   # a trial can finish training while the page loads: look again
+                if attempt == 0:
+                    page.goto(purl + "/#/actors")
+                else:
+                    page.reload()
+                page.wait_for("/ALIVE\\s*x\\s*\\d/.test(document.body.innerText)")  # the state counter: loaded
+                page.eval("""[...document.querySelectorAll('.MuiTextField-root')]
+                    .find(t => t.querySelector('label')?.textContent === 'Page Size')
+                    .setAttribute('data-sportray', 'page-size')""")
+                page.type_into("[data-sportray=page-size] input", "30")
+                page.wait_for(" && ".join(f"document.body.innerText.includes('{c}')" for c in TRIAL_ACTORS))
+                rows = page.eval("[...document.querySelectorAll('tbody tr')].map(r => r.innerText)")
+                alive = [row for row in rows if "ALIVE" in row]
+                if all(any(c in row for row in alive) for c in TRIAL_ACTORS) or attempt == 2:
+                    break
+                workers, _ = wait_for_training(0)
+            actors_text = page.text()
+            page.screenshot(actors_png, max_height=3600)
+            alive_then = {a["class_name"] for a in bt.dashboard_actors(base, token) if a["state"] == "ALIVE"}
+            page.goto(purl + "/#/jobs")
+            page.wait_for("document.body.innerText.includes('scratch_views.py')")
+            jobs_text = page.text()
+            page.screenshot(jobs_png, full_page=False)
+    finally:
+        proxy.shutdown()
+    return {"actors_text": actors_text, "actor_rows": rows, "jobs_text": jobs_text,
+            "alive_then": alive_then, "workers_seen": len(workers), "t_wait": t_wait,
+            "still_running": sweep.poll() is None, "screenshots": [actors_png, jobs_png]}
+
+
+@pytest.fixture(scope="module")
+def two_node_sweep(tmp_path_factory, tiny_synthetic) -> SweepRun:
+    """Head + a second node (`ray start --address`, token auth), then the README's sweep script
+    joins with --address and trains SWEEP_TRIALS trials into MLflow; the nodes' metrics
+    endpoints are watched throughout and, with Chromium, the Ray dashboard is looked at while
+    the trials train, and `mlflow ui` is started on the store (the sweep mostly waits on Ray;
+    the server's start hides in it) for test_mlflow_compare_view_of_the_trained_sweep."""
+    import browser_tools as bt
+
+    from sportray import tracking
+
+    tmp = tmp_path_factory.mktemp("two-node")
+    t0 = time.monotonic()
+    runs, db = tmp / "runs", tmp / "m.db"
+    dashboard: dict | Exception | None = None
+    mlflow_url = ""
+    with contextlib.ExitStack() as stack:
+        if bt.HAVE_CHROMIUM:
+            tracking.connect(f"sqlite:///{db}")   # the schema, before the server opens the file
+            mlflow_url = stack.enter_context(bt.mlflow_ui(f"sqlite:///{db}", tmp / "mlflow-ui.log", wait=False))
+        with LocalRayCluster(tmp / "cluster", nodes=2, cpus=1, dashboard=bt.HAVE_CHROMIUM,
+                             env={"RAY_metrics_report_interval_ms": "2000"}) as cluster:
+            t_up = time.monotonic() - t0
+            watcher = MetricsWatcher(cluster.metrics_ports)
+            out = cluster.run_python(CHECK_NODES, args=[cluster.address, str(runs)])
+            assert out.returncode == 0, out.stderr[-3000:] + cluster.logs_tail()
+            info = json.loads(out.stdout.strip().splitlines()[-1])
+            log_path = tmp / "sweep.out"
+            with log_path.open("w") as log:
+                sweep = subprocess.Popen(
+                    [sys.executable, "sweeps/scratch_views.py", "--address", cluster.address, *SWEEP_ARGS,
+                     "--data-dir", str(tmp / "data"), "--tracking-uri", f"sqlite:///{db}", "--storage", str(runs),
+                     "--corpus", str(tiny_synthetic / "soccernet"),
+                     "--soccer-labels", str(tiny_synthetic / "soccernet"),
+                     "--basketball", str(tiny_synthetic / "deepsportradar")],
+                    env=cluster.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                try:
+                    if bt.HAVE_CHROMIUM:
+                        try:
+                            dashboard = watch_dashboard(cluster, sweep, tmp, want_workers=SWEEP_TRIALS)
+                        except Exception as exc:   # test_ray_dashboard_* reports it; the sweep goes on
+                            dashboard = exc
+                    sweep.wait(timeout=900)
+                finally:
+                    if sweep.poll() is None:
+                        sweep.kill()
+                        sweep.wait(30)
+            t_sweep = time.monotonic() - t0 - t_up
+            time.sleep(3)  # one more export interval for the probe gauges of the last trial
+            watcher.stop()
+            logs_tail = cluster.logs_tail()
+        yield SweepRun(workdir=tmp, db=db, info=info, returncode=sweep.returncode,
+                       output=log_path.read_text(errors="replace"), seen=watcher.seen, probed=watcher.probed,
+                       t_up=t_up, t_sweep=t_sweep, t_total=time.monotonic() - t0, logs_tail=logs_tail,
+                       dashboard=dashboard, mlflow_url=mlflow_url)
+
+
+def _trial_runs(db: Path):
     from mlflow.entities import ViewType
 
     from sportray import tracking
@@ -411,12 +545,105 @@ def test_two_node_cluster_runs_a_tiny_sweep_into_mlflow(tmp_path, tiny_synthetic
     assert exp is not None
     all_runs = client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)
     trials = [r for r in all_runs if r.data.tags.get(tracking.TAG_KIND) == tracking.KIND_TRIAL]
-    assert len(trials) == 1, [r.data.tags for r in all_runs]
-    trial = trials[0]
-    assert trial.data.tags[tracking.TAG_STATUS] == "finished", trial.data.tags
-    for name in ("basketball_iou", "soccer_bal_acc", "basketball_iou_ci_low", "soccer_bal_acc_ci_high"):
-        assert 0.0 <= trial.data.metrics[name] <= 1.0, (name, trial.data.metrics)
-    assert trial.data.metrics["steps_done"] == 4
-    assert client.get_metric_history(trial.info.run_id, "train/loss")  # rank 0 logged its steps
-    print(f"\n[two-node] cluster up {t_up:.0f} s, sweep {t_sweep:.0f} s, "
-          f"total {time.monotonic() - t0:.0f} s; nodes {info}; metrics seen: {sorted(seen)}")
+    return client, exp, all_runs, trials
+
+
+@pytest.mark.timeout(SWEEP_TIMEOUT_S)
+def test_two_node_cluster_runs_a_tiny_sweep_into_mlflow(two_node_sweep):
+    """Every trial and its probe metrics land in MLflow, and the live metrics reach the nodes'
+    metrics endpoints: rank 0's training gauges while it trains, every trial's probe gauges."""
+    run = two_node_sweep
+    assert run.info["alive"] == 2 and run.info["cpus"] == 2, run.info
+    assert run.returncode == 0, (f"sweep failed ({run.returncode}), output in {run.workdir / 'sweep.out'}\n"
+                                 + run.output[-5000:] + run.logs_tail)
+    # pretrain.py's rank 0 exported its training gauges while it trained
+    assert {"ray_sportray_step", "ray_sportray_loss", "ray_sportray_frames_per_s"} <= run.seen, run.seen
+
+    from sportray import tracking
+
+    client, _exp, all_runs, trials = _trial_runs(run.db)
+    assert len(trials) == SWEEP_TRIALS, [r.data.tags for r in all_runs]
+    for trial in trials:
+        assert trial.data.tags[tracking.TAG_STATUS] == "finished", trial.data.tags
+        for name in ("basketball_iou", "soccer_bal_acc", "basketball_iou_ci_low", "soccer_bal_acc_ci_high"):
+            assert 0.0 <= trial.data.metrics[name] <= 1.0, (name, trial.data.metrics)
+        assert trial.data.metrics["steps_done"] == 4
+        assert client.get_metric_history(trial.info.run_id, "train/loss")  # rank 0 logged its steps
+    names = {r.info.run_name for r in trials}
+    assert len(names) == SWEEP_TRIALS, names           # each recipe x seed its own name
+    # every trial's probe gauges reached the endpoint (the sportray-metrics actor outlives trials)
+    assert {"ray_sportray_basketball_iou", "ray_sportray_soccer_bal_acc"} <= run.seen, run.seen
+    assert run.probed == names, (run.probed, names)
+    print(f"\n[two-node] cluster up {run.t_up:.0f} s, sweep of {len(trials)} trials {run.t_sweep:.0f} s, "
+          f"total {run.t_total:.0f} s; nodes {run.info}; metrics seen: {sorted(run.seen)}")
+
+
+@pytest.mark.timeout(SWEEP_TIMEOUT_S)
+@pytest.mark.skipif(not HAVE_CHROMIUM, reason=NO_CHROMIUM)
+def test_ray_dashboard_shows_the_sweeps_trials_training(two_node_sweep):
+    """The Ray dashboard a person opens during the sweep: the actors page lists the trials'
+    actors (Tune's `_trainable`, Train's controller and worker) ALIVE, the jobs page the sweep's
+    driver RUNNING -- not the token dialog."""
+    import browser_tools as bt
+
+    d = two_node_sweep.dashboard
+    if isinstance(d, Exception):
+        raise d
+    assert d["still_running"], "the sweep ended before the pages were loaded"
+    text = d["actors_text"]
+    assert bt.TOKEN_DIALOG not in text, text[:2000]
+    alive_rows = [row for row in d["actor_rows"] if "ALIVE" in row]
+    for cls in TRIAL_ACTORS:
+        assert any(cls in row for row in alive_rows), (cls, alive_rows)
+    assert "_trainable" in text, text[:4000]                         # Tune's trial actor, by its repr
+    assert {"ImplicitFunc", "RayTrainWorker"} <= d["alive_then"], d["alive_then"]   # still training after
+    jobs = d["jobs_text"]
+    assert bt.TOKEN_DIALOG not in jobs and "RUNNING" in jobs, jobs[:3000]
+    print(f"\n[browser] Ray dashboard during the sweep ({d['workers_seen']} trial(s) training, seen after "
+          f"{d['t_wait']:.0f} s): " + ", ".join(str(p) for p in d["screenshots"]))
+
+
+@pytest.mark.timeout(SWEEP_TIMEOUT_S)
+@pytest.mark.skipif(not HAVE_CHROMIUM, reason=NO_CHROMIUM)
+def test_mlflow_compare_view_of_the_trained_sweep(two_node_sweep, tmp_path):
+    """`mlflow ui` on the sweep's store, the compare view of all its trials: every trial by
+    name, the probe metrics, and the parallel-coordinates chart drawn over them. As a person
+    would: the assistant side panel closed, the probe metrics added to the chart (the sweep's
+    objective, basketball_iou, last: it colours the lines)."""
+    import browser_tools as bt
+
+    run = two_node_sweep
+    assert run.returncode == 0, "the sweep failed: see test_two_node_cluster_runs_a_tiny_sweep_into_mlflow"
+    _client, exp, _all, trials = _trial_runs(run.db)
+    assert len(trials) == SWEEP_TRIALS
+    trials.sort(key=lambda r: r.info.run_name)
+    t0 = time.monotonic()
+    shot = bt.artifacts_dir() / "mlflow_compare_sweep.png"
+    base = run.mlflow_url
+    assert bt.wait_http(base + "/health") == 200, base
+    with bt.Page(tmp_path / "chromium", width=1600, height=1650) as page:
+        page.goto(bt.compare_url(base, exp.experiment_id, [r.info.run_id for r in trials]))
+        page.wait_for("document.body.innerText.includes('basketball_iou') && document.querySelector('.js-plotly-plot')")
+        if page.eval("!!document.querySelector('button[aria-label=Close]')"):
+            page.click("button[aria-label=Close]")                      # MLflow 3's assistant panel
+        page.eval("""[...document.querySelectorAll('div')].find(d => d.textContent === 'Metrics:')
+            .nextElementSibling.setAttribute('data-sportray', 'chart-metrics')""")
+        for metric in ("soccer_bal_acc", "basketball_iou"):
+            page.click("[data-sportray=chart-metrics] .du-bois-light-select-selector")
+            page.type(metric)
+            time.sleep(0.5)
+            page.press("Enter")
+        page.press("Escape")
+        page.wait_for("[...document.querySelectorAll('.js-plotly-plot text')].some(t => t.textContent === 'basketball_iou')")
+        page.click("button[aria-label='Parameters - Show diff only']")   # what differs: seed, views
+        time.sleep(1)
+        text, dom = page.text(), page.dom()
+        page.screenshot(shot, full_page=False)
+    assert f"Comparing {len(trials)} Runs" in text, text[:3000]
+    for r in trials:
+        assert r.info.run_name in text, (r.info.run_name, text[:3000])
+    assert "basketball_iou" in text and "soccer_bal_acc" in dom, text[:3000]
+    axes = re.findall(r'class="axis-title"[^>]*>([^<]+)<', dom)
+    assert {"basketball_iou", "soccer_bal_acc", "views"} <= set(axes), axes   # the chart, drawn
+    print(f"\n[browser] MLflow compare view of the {len(trials)} trained trials: {shot} "
+          f"({time.monotonic() - t0:.0f} s)")
