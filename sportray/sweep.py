@@ -149,7 +149,7 @@ def _mark_stopped_early(client, experiment_id: str, parent_run_id: str, results)
         if r.error or m.get("status") != "running" or not m.get("trial_id"):
             continue
         for run in tracking._find_runs(client, experiment_id, {tracking.TAG_TRIAL_ID: m["trial_id"],
-                                                                "mlflow.parentRunId": parent_run_id}):
+                                                                tracking.TAG_PARENT: parent_run_id}):
             if run.data.tags.get(tracking.TAG_STATUS) != "running":
                 continue
             step, loss = int(m.get("step") or 0), m.get("train/loss")

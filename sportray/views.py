@@ -369,7 +369,7 @@ def make_views(frames: torch.Tensor, groups: Sequence[tuple[int, int]] = ((2, 22
     g = generator if generator is not None else torch.default_generator
     B = frames.shape[0]
     total = B if total is None else int(total)
-    if not 0 <= offset and offset + B <= total:
+    if not (0 <= offset and offset + B <= total):
         raise ValueError(f"frames {offset}..{offset + B} lie outside a global batch of {total}")
     x = _to_float_bchw(frames)
     out = []

@@ -59,28 +59,6 @@ def test_clipping_bounds_the_gradient_and_reports_the_norm_before():
     assert all(torch.all(p.grad == 100.0) for p in params)
 
 
-@pytest.fixture(scope="module")
-def store(ray_session, tmp_path_factory):
-    """A tiny frame store in the real format, written through the same Parquet path."""
-    import json
-
-    import ray
-
-    from sportray.data import frames as fr
-
-    root = tmp_path_factory.mktemp("store")
-    rng = np.random.default_rng(0)
-    n = 96
-    # smooth random images (a learnable structure beyond noise): low-res noise upsampled
-    low = rng.integers(0, 255, (n, 14, 25, 3), dtype=np.uint8)
-    imgs = np.repeat(np.repeat(low, 16, axis=1), 16, axis=2)[:, :fr.FRAME_H, :fr.FRAME_W]
-    ds = ray.data.from_items([{"frame": imgs[i], "t_ms": i} for i in range(n)])
-    ds.write_parquet(str(root / "data"))
-    (root / "manifest.json").write_text(json.dumps({"version": fr.STORE_VERSION, "key": "test", "frames": n,
-                                                    "videos": 1, "bad_files": []}))
-    return root
-
-
 def _train_procs() -> list:
     import psutil
 

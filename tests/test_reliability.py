@@ -11,31 +11,12 @@ import pickle
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from sportray.config import PretrainConfig
 from sportray.pretrain import (STATE_FILE, BatchDoesNotFitError, CheckpointWriteError, oom_message,
                                run_pretrain, write_state)
-
-
-@pytest.fixture(scope="module")
-def store(ray_session, tmp_path_factory):
-    """A tiny frame store in the real format (the pattern of tests/test_pretrain.py)."""
-    import ray
-
-    from sportray.data import frames as fr
-
-    root = tmp_path_factory.mktemp("store")
-    rng = np.random.default_rng(0)
-    n = 48
-    low = rng.integers(0, 255, (n, 14, 25, 3), dtype=np.uint8)
-    imgs = np.repeat(np.repeat(low, 16, axis=1), 16, axis=2)[:, :fr.FRAME_H, :fr.FRAME_W]
-    ray.data.from_items([{"frame": imgs[i], "t_ms": i} for i in range(n)]).write_parquet(str(root / "data"))
-    (root / "manifest.json").write_text(json.dumps({"version": fr.STORE_VERSION, "key": "test", "frames": n,
-                                                    "videos": 1, "bad_files": []}))
-    return root
 
 
 # ----------------------------------------------------------------------------- a diverging trial in a sweep

@@ -158,6 +158,9 @@ def test_a_samples_views_do_not_depend_on_how_the_batch_is_split_over_workers():
         assert torch.allclose(torch.cat([a, b], dim=1), w, atol=1e-5)
     # and the split is not a no-op: the two halves of the batch got different views
     assert not torch.allclose(rank0[0], rank1[0])
+    # a slice outside the global batch is refused
+    with pytest.raises(ValueError, match="outside a global batch of 6"):
+        make_views(f[3:], groups, view_generator(2, 9), offset=4, total=6)
 
 
 def test_compiled_colour_operations_give_the_eager_views():
