@@ -9,7 +9,8 @@ import sys
 import typing
 from pathlib import Path
 
-from sportray.config import ConfigError, DataConfig, PretrainConfig, ProbeConfig, default_tracking_uri
+from sportray.config import (ConfigError, DataConfig, PretrainConfig, ProbeConfig, default_tracking_uri,
+                             parse_seeds)
 
 EXIT_BAD_INPUT = 2
 
@@ -105,19 +106,35 @@ def cmd_pretrain(args) -> int:
     from sportray import trial
     from sportray.runtime import init_ray
 
-    cfg = config_from_args(PretrainConfig, args).validate()
-    data = config_from_args(DataConfig, args)
     from sportray.tracking import connect
     connect(args.tracking_uri)  # an unreachable tracking URI fails before any training starts
+    original = None
+    if args.rerun:
+        # Everything the trial ran with comes from its run: config, data (its store), probe seed.
+        cfg, data, probe, original = trial.load_rerun(args.tracking_uri, args.rerun)
+        cfg = cfg.validate()
+    else:
+        cfg = config_from_args(PretrainConfig, args).validate()
+        data = config_from_args(DataConfig, args)
+        probe = ProbeConfig()
     ray_info = init_ray(args.address)
     # Same command, same run: re-running a finished command reports it instead of training twice.
-    trial_id = "pretrain-" + hashlib.sha256(json.dumps(
+    trial_id = ("rerun-" + args.rerun) if args.rerun else "pretrain-" + hashlib.sha256(json.dumps(
         [dataclasses.asdict(cfg), dataclasses.asdict(data)], sort_keys=True).encode()).hexdigest()[:12]
-    metrics = trial.run_trial(cfg, data, ProbeConfig(), tracking_uri=args.tracking_uri,
+    metrics = trial.run_trial(cfg, data, probe, tracking_uri=args.tracking_uri,
                               experiment=args.experiment, parent_run_id=None, trial_id=trial_id,
                               storage=args.storage, do_probe=args.probe)
     _summary(f"pretrain {metrics.get('status')}: checkpoint {metrics.get('checkpoint', '')}", metrics,
              args.tracking_uri, ray_info["dashboard_url"])
+    if original is not None:
+        print(f"re-run of {args.rerun} (code {original.get('code_version', '?')} then, "
+              f"{trial.code_version()} now):", file=sys.stderr)
+        for name in ("final_loss", "valid/basketball_iou", "test/basketball_iou", "valid/soccer_bal_acc",
+                     "test/soccer_bal_acc"):
+            was, now = original["metrics"].get(name), metrics.get(name)
+            if was is not None and now is not None:
+                print(f"  {name:24s} original {was:.6f}  re-run {now:.6f}  diff {now - was:+.2e}",
+                      file=sys.stderr)
     return 0 if metrics.get("status") == "finished" else 1
 
 
@@ -134,9 +151,13 @@ def cmd_probe(args) -> int:
                           "(a local DINOv3 ViT-S/16 file; sportray never downloads weights)")
     ray_info = init_ray(args.address)
     if args.reference:
-        metrics = trial.run_reference(args.reference, data=data, probe=probe_cfg,
-                                      tracking_uri=args.tracking_uri, experiment=args.experiment,
-                                      weights=args.weights, model=args.model, seed=args.seed)
+        seeds = parse_seeds(args.seeds)
+        by_seed = trial.run_references([args.reference], seeds, data=data, probe=probe_cfg,
+                                       tracking_uri=args.tracking_uri, experiment=args.experiment,
+                                       weights=args.weights, model=args.model)
+        metrics = {f"{k} s{seed}": v for (_ref, seed), m in by_seed.items() for k, v in m.items()
+                   if k.startswith(("test/", "valid/")) and "recall" not in k}
+        metrics["status"] = "finished"
     else:
         import tempfile
 
@@ -197,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, PretrainConfig)
     add_config_args(p, DataConfig, skip=("split_seed",))
     p.add_argument("--storage", default="sportray-runs", help="Ray Train storage path (shared across nodes)")
+    p.add_argument("--rerun", default="", metavar="RUN_ID",
+                   help="run a logged trial again from its MLflow run (config, data, seed), into "
+                        "--experiment, and print its metrics beside the original's")
     p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
                    help="run the probes on the final backbone")
     p.add_argument("--experiment", default="pretrain", help="MLflow experiment")
@@ -210,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="", help="DINOv3 ViT-S/16 weights file for --reference dinov3")
     p.add_argument("--model", default="vit_small", help="architecture of --reference random")
     p.add_argument("--experiment", default="references")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="probe seed of --checkpoint")
+    p.add_argument("--seeds", default="0,1",
+                   help="seeds of --reference (random init and probe heads), the sweeps' default seeds")
     add_config_args(p, ProbeConfig, skip=("seed",))
     add_config_args(p, DataConfig, skip=("corpus", "extra_sources", "store", "every_s", "max_frames"))
     add_common(p)

@@ -74,6 +74,17 @@ def parse_views(spec: str) -> tuple[tuple[int, int], ...]:
     return tuple(groups)
 
 
+def parse_seeds(spec: str) -> tuple[int, ...]:
+    """'0,1,2' -> (0, 1, 2): distinct non-negative seeds (a repeated seed is not a new sample)."""
+    try:
+        seeds = tuple(int(s) for s in str(spec).split(",") if s.strip())
+    except ValueError:
+        raise ConfigError(f"--seeds {spec!r}: expected a comma list of integers, e.g. 0,1,2") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {spec!r}: expected distinct non-negative integers, e.g. 0,1,2")
+    return seeds
+
+
 @dataclass
 class DataConfig:
     """Where frames and probe sets come from. Empty paths mean the embedded default."""
@@ -133,6 +144,9 @@ class PretrainConfig:
     spike_factor: float = 5.0        # loss > factor x running median -> spike
     spike_patience: int = 20         # spiking this many logged steps in a row -> diverged
     max_failures: int = 2
+    deterministic_data: bool = True  # data order fixed by seed and store (several workers: each reads
+                                     # the whole stream and keeps its slice); False: Ray Data's
+                                     # fastest order (streaming_split), not repeatable
     frame_side: int = 224            # frames are resized so the short side is this at load
 
     def validate(self) -> "PretrainConfig":

@@ -58,8 +58,10 @@ TRAIN_GAUGES: dict[str, tuple[str, str]] = {
 
 # probe metric (key of trial.run_trial's `final`) -> gauge name
 PROBE_GAUGES: dict[str, tuple[str, str]] = {
-    "basketball_iou": ("sportray_basketball_iou", "Basketball per-tile IoU of the trial's final backbone (held-out arenas)."),
-    "soccer_bal_acc": ("sportray_soccer_bal_acc", "Soccer 17-class balanced accuracy of the trial's final backbone (held-out games)."),
+    "test/basketball_iou": ("sportray_basketball_iou", "Basketball per-tile IoU of the trial's final backbone (test: held-out arenas)."),
+    "test/soccer_bal_acc": ("sportray_soccer_bal_acc", "Soccer 17-class balanced accuracy of the trial's final backbone (test: held-out games)."),
+    "valid/basketball_iou": ("sportray_basketball_iou_valid", "Basketball per-tile IoU on the validation arenas (what sweeps choose on)."),
+    "valid/soccer_bal_acc": ("sportray_soccer_bal_acc_valid", "Soccer balanced accuracy on the validation games (what sweeps choose on)."),
     "final_loss": ("sportray_final_loss", "LeJEPA loss at the trial's last step."),
     "diverged": ("sportray_diverged", "1 if the trial ended diverged (loss spike / NaN), else 0."),
 }
@@ -238,7 +240,7 @@ _remote_class = None
 
 
 def report_probe(trial: str, arm: str, metrics: Mapping[str, object], *, timeout_s: float = 60.0) -> bool:
-    """Publish one finished trial's probe metrics (basketball_iou, soccer_bal_acc, final_loss,
+    """Publish one finished trial's probe metrics (test/ and valid/ basketball_iou, soccer_bal_acc, final_loss,
     diverged) as gauges labelled (trial, arm), plus ``ray_sportray_trials_finished_total``.
 
     Call it once per trial after probing, from any process connected to Ray. Returns True if

@@ -307,8 +307,12 @@ def _train_loop(config: dict) -> None:
             state["rng_cuda"] = torch.cuda.get_rng_state()
         write_state(state, directory)
 
+    # Whole-stream mode (several workers, deterministic data): every worker reads the global
+    # batch and keeps its rank's slice, so step k trains on the same frames with 1 or N workers.
+    whole_stream = world > 1 and cfg.deterministic_data
+    read_batch = frames_per_step if whole_stream else cfg.batch_size
     while step < cfg.steps and status == "running":
-        batches = shard.iter_torch_batches(batch_size=cfg.batch_size, dtypes=torch.uint8,
+        batches = shard.iter_torch_batches(batch_size=read_batch, dtypes=torch.uint8,
                                            device=device, drop_last=True, prefetch_batches=2,
                                            pin_memory=on_gpu)
         seen_in_epoch = 0
@@ -321,6 +325,8 @@ def _train_loop(config: dict) -> None:
             wait_window += time.perf_counter() - t_wait
             seen_in_epoch += 1
             frames = batch["frame"]
+            if whole_stream:
+                frames = frames[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step, cfg)
             # Views are drawn for the global batch and sliced to this rank (no host sync: CPU
@@ -440,6 +446,13 @@ def run_pretrain(cfg: PretrainConfig, dataset, *, storage_path: str, run_name: s
     if in_tune:
         from ray.tune.integration.ray_train import TuneReportCallback
         callbacks.append(TuneReportCallback())
+    # Train replaces a dataset's execution options with its own; keep the order (a seed is one
+    # run) and, for several workers, hand each the whole stream (they slice the global batch).
+    ingest = ray.train.DataConfig.default_ingest_options()
+    ingest.preserve_order = cfg.deterministic_data
+    whole_stream = cfg.workers > 1 and cfg.deterministic_data
+    data_config = ray.train.DataConfig(datasets_to_split=[] if whole_stream else "all",
+                                       execution_options=ingest)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"pretrain": asdict(cfg), "base_path": base_path,
@@ -448,7 +461,7 @@ def run_pretrain(cfg: PretrainConfig, dataset, *, storage_path: str, run_name: s
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        datasets={"train": dataset},
+        datasets={"train": dataset}, dataset_config=data_config,
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path, callbacks=callbacks,
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),

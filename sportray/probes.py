@@ -9,10 +9,20 @@ tokens (DESIGN.md §4 "Probes"):
   (mean per-class recall over the classes present in the test set; chance = 1/17).
 
 Both probes train a small learning-rate grid *in parallel* (DINOv2 style: one stacked set of heads,
-one pass over the features per step, a per-head AdamW learning rate), pick the head with the best
-validation metric and report it on test, with a percentile-bootstrap 95 % CI over test
-frames / events (small test sets lie: the study's 84 basketball frames moved +-0.06 IoU between
-seeds). Everything is deterministic for `ProbeConfig.seed`.
+one pass over the features per step, a per-head AdamW learning rate) and pick the head with the
+best validation metric. Validation selects, test reports: the chosen head is scored on both
+splits, and MLflow names say which (`test/basketball_iou`, `valid/basketball_iou`, ...:
+`metrics_dict`). Everything is deterministic for `ProbeConfig.seed`.
+
+Intervals (small test sets lie: the study's 84 basketball frames from three arenas moved +-0.06
+IoU between seeds). Frames of one arena, events of one game, are not independent samples, so
+each split's 95 % CI is a two-stage (cluster) percentile bootstrap: resample the split's units
+(arenas / games) with replacement, then the items within each drawn unit with replacement, and
+compute the metric on the pooled resampled items (`unit_bootstrap`). With fewer than two units
+(or none given) it is the plain frame / event bootstrap; `result.unit` says which one ran.
+`unit_bootstrap` also takes S seeds scored on the same items: the scorecard's row intervals
+resample seeds x units x items with it. `save_items` keeps the per-item arrays of a run
+(`probe_items.npz`) so those row intervals can be computed later.
 
 Decisions (documented here because DESIGN.md leaves them open):
 
@@ -51,8 +61,10 @@ Decisions (documented here because DESIGN.md leaves them open):
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -290,6 +302,158 @@ def bootstrap_ci(data, statistic: Callable[..., np.ndarray] | None = None, n: in
 
 
 # ---------------------------------------------------------------------------------------------
+# Unit (cluster) bootstrap: seeds x independent units x items
+# ---------------------------------------------------------------------------------------------
+
+# The independent test unit of each task, and what an interval falls back to without units.
+UNIT_NAMES = {"basketball": ("arena", "frame"), "soccer": ("game", "event")}
+
+
+def n_units(units) -> int:
+    """Distinct named units of a split ("" means no unit was recorded; None: none at all)."""
+    if units is None:
+        return 0
+    names = np.unique(np.asarray(units).astype(str))
+    return int((names != "").sum())
+
+
+def unit_name(task: str, units) -> str:
+    """"arena" / "game" when the split has >= 2 named units, else "frame" / "event"."""
+    cluster, item = UNIT_NAMES[task]
+    return cluster if n_units(units) >= 2 else item
+
+
+def _cluster_sampler(cell_unit: np.ndarray, cell_size: np.ndarray, resample_items: bool = True):
+    """A draw(b, rng) -> (b, P) of resampled cell counts under the two-stage bootstrap.
+
+    Cells are groups of items the statistic cannot tell apart (one frame; or the events of one
+    (game, class, correct?) combination), each in one unit. A replicate draws the K units with
+    replacement (multiplicities ~ Multinomial(K, 1/K)); each drawn copy of unit u resamples its
+    n_u items with replacement, and m copies together put Multinomial(m * n_u, u's cell
+    frequencies) items in u's cells. So a replicate is K multinomial draws over the unit's cells
+    instead of an index matrix over all items. With one unit it is the plain item bootstrap.
+    `resample_items=False` keeps each drawn unit whole (units-only cluster bootstrap; with one
+    unit the items are still resampled). Returns (draw, elements per replicate) for chunking.
+    """
+    k = int(cell_unit.max()) + 1
+    per_unit = np.bincount(cell_unit, minlength=k)
+    order = np.argsort(cell_unit, kind="stable")
+    slot = np.empty(len(cell_unit), dtype=np.int64)          # position of a cell within its unit
+    slot[order] = np.arange(len(order)) - np.repeat(np.cumsum(per_unit) - per_unit, per_unit)
+    table = np.zeros((k, int(per_unit.max())))
+    table[cell_unit, slot] = cell_size
+    items = table.sum(axis=1).astype(np.int64)
+    pvals = table / items[:, None]                           # zero padding at the end of a row
+
+    def draw(b: int, rng: np.random.Generator) -> np.ndarray:
+        copies = rng.multinomial(k, np.full(k, 1.0 / k), size=b)            # (b, K)
+        if resample_items or k == 1:
+            counts = rng.multinomial(copies * items, pvals)                  # (b, K, width)
+        else:
+            counts = copies[:, :, None] * table[None]
+        return counts[:, cell_unit, slot].astype(np.float64)                 # (b, P)
+
+    return draw, table.size
+
+
+def unit_bootstrap(values=None, *, y_true=None, y_pred=None, units=None, n: int = 1000, seed: int = 0,
+                   resample_items: bool = True, max_elements: int = 20_000_000) -> np.ndarray:
+    """n bootstrap replicates of a probe metric, resampling seeds, independent units and items.
+
+    Metric: the mean of per-item `values` (per-frame IoU), or the balanced accuracy of
+    (`y_true`, `y_pred`) over the classes present in the resample. One run: `values` (N,) /
+    `y_pred` (N,). S seeds scored on the same N items: `values` (S, N) / `y_pred` (S, N).
+    `units` (N,) names each item's independent unit (arena, game); None or a single unit gives
+    the plain item bootstrap.
+
+    A replicate (rliable's stratified bootstrap, one level deeper) draws S seeds with
+    replacement, the units with replacement, and the items within each drawn unit with
+    replacement; the unit and item draw is shared by all seeds (they were scored on the same
+    items), each seed's metric is computed on the pooled resampled items, and the replicate is
+    the mean over the drawn seeds. Vectorized (see `_cluster_sampler`); deterministic for `seed`.
+
+    Known bias, kept because DESIGN.md asks for both stages: resampling items inside resampled
+    units counts the within-unit noise twice (once through the spread of the unit means, once
+    through the item draw), so when items are independent of their unit the interval is about
+    sqrt(2) wider than the item bootstrap (Davison & Hinkley 1997, §3.8). It errs wide, never
+    narrow; with 3 arenas it also smooths the units-only bootstrap's 10 possible resamples.
+    `resample_items=False` gives the units-only cluster bootstrap.
+    """
+    if (values is None) == (y_pred is None):
+        raise ValueError("unit_bootstrap: pass either values or y_true and y_pred")
+    if values is not None:
+        v = np.asarray(values, dtype=np.float64)
+        v = v[None] if v.ndim == 1 else v                                    # (S, N)
+        s, m = v.shape
+        cell_unit, cell_size = _unit_ids(units, m), np.ones(m)
+
+        def per_seed(counts: np.ndarray) -> np.ndarray:                      # (b, P) -> (b, S)
+            return (counts @ v.T) / counts.sum(axis=1, keepdims=True)
+    else:
+        p = np.asarray(y_pred).astype(np.int64)
+        p = p[None] if p.ndim == 1 else p                                    # (S, N)
+        t = np.asarray(y_true).astype(np.int64).ravel()
+        s, m = p.shape
+        if t.shape != (m,):
+            raise ValueError(f"unit_bootstrap: y_true {t.shape} and y_pred {p.shape} differ")
+        if m == 0:
+            return np.full(max(n, 0), np.nan)
+        # Balanced accuracy sees a resample only through the counts of (unit, class, correct in
+        # each seed) combinations: those are the cells, a few thousand instead of N events.
+        key = np.column_stack([_unit_ids(units, m), t, (p == t).T])
+        dims = tuple(int(d) for d in key.max(axis=0) + 1)
+        try:        # one int64 code per combination: a 1-D unique is ~10x faster than axis=0
+            codes, cell_size = np.unique(np.ravel_multi_index(tuple(key.T), dims), return_counts=True)
+            cells = np.column_stack(np.unravel_index(codes, dims))
+        except ValueError:                                   # too many combinations for int64
+            cells, cell_size = np.unique(key, axis=0, return_counts=True)
+        cell_unit = cells[:, 0]
+        _, cls = np.unique(cells[:, 1], return_inverse=True)
+        onehot = np.eye(int(cls.max(initial=-1)) + 1)[cls]                    # (P, C)
+        hit = (onehot[:, None, :] * cells[:, 2:, None]).reshape(len(cells), -1)   # (P, S*C)
+
+        def per_seed(counts: np.ndarray) -> np.ndarray:
+            per_class = counts @ onehot                                      # (b, C)
+            hits = (counts @ hit).reshape(len(counts), s, -1)                # (b, S, C)
+            present = per_class > 0
+            recall = np.where(present[:, None], hits / np.maximum(per_class, 1)[:, None], 0.0)
+            return recall.sum(axis=2) / present.sum(axis=1)[:, None]
+
+    if m == 0 or n <= 0:
+        return np.full(max(n, 0), np.nan)
+    rng = np.random.default_rng(seed)
+    draw, width = _cluster_sampler(cell_unit, np.asarray(cell_size, dtype=np.float64), resample_items)
+    chunk = max(1, max_elements // max(width, len(cell_unit)))      # (b, K, width) and (b, P) arrays
+    out = np.empty(n)
+    for start in range(0, n, chunk):
+        b = min(chunk, n - start)
+        weights = rng.multinomial(s, np.full(s, 1.0 / s), size=b) / s       # drawn seeds
+        out[start:start + b] = (weights * per_seed(draw(b, rng))).sum(axis=1)
+    return out
+
+
+def unit_bootstrap_ci(values=None, *, y_true=None, y_pred=None, units=None, n: int = 1000, seed: int = 0,
+                      alpha: float = 0.05, resample_items: bool = True) -> tuple[float, float]:
+    """Percentile (1 - alpha) interval of `unit_bootstrap` (same arguments)."""
+    reps = unit_bootstrap(values, y_true=y_true, y_pred=y_pred, units=units, n=n, seed=seed,
+                          resample_items=resample_items)
+    if not np.isfinite(reps).any():
+        return float("nan"), float("nan")
+    low, high = np.nanquantile(reps, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def _unit_ids(units, m: int) -> np.ndarray:
+    """Units (N,) of any values -> ids 0..K-1; None -> one unit."""
+    if units is None:
+        return np.zeros(m, dtype=np.int64)
+    units = np.asarray(units).ravel()
+    if len(units) != m:
+        raise ValueError(f"units: {len(units)} values for {m} items")
+    return np.unique(units, return_inverse=True)[1].ravel().astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
 # Linear heads, trained as a learning-rate grid in parallel
 # ---------------------------------------------------------------------------------------------
 
@@ -489,9 +653,13 @@ def _device(device) -> torch.device:
 
 @dataclass
 class BasketballResult:
-    """Per-tile player probe on held-out frames (indices into the probe set: `test_indices`)."""
+    """Per-tile player probe: the head chosen on validation, scored on test and on validation.
+
+    Indices point into the probe set (`test_indices`, `valid_indices`); unit arrays name each
+    frame's arena ("" when the probe set has none).
+    """
     iou: float                       # mean per-frame IoU over test frames
-    ci: tuple[float, float]          # percentile-bootstrap CI over test frames
+    ci: tuple[float, float]          # unit bootstrap 95 % CI: test arenas, then frames within them
     per_frame_iou: np.ndarray        # (N_test,)
     probs: np.ndarray                # (N_test, 14, 14) float32, P(player) per tile
     pred_masks: np.ndarray           # (N_test, 14, 14) bool, probs >= 0.5
@@ -502,13 +670,25 @@ class BasketballResult:
     val_scores: dict[float, float] = field(default_factory=dict)   # lr -> validation IoU
     n_train: int = 0
     n_valid: int = 0
+    unit: str = "frame"              # what `ci` resampled: "arena" (>= 2 test arenas) or "frame"
+    test_units: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
+    valid_iou: float = float("nan")  # the chosen head's mean validation IoU (= val_scores[lr])
+    valid_ci: tuple[float, float] = (float("nan"), float("nan"))
+    valid_per_frame_iou: np.ndarray = field(default_factory=lambda: np.array([]))
+    valid_units: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
+    valid_unit: str = "frame"
+    valid_indices: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
 
 
 @dataclass
 class SoccerResult:
-    """Pooled-token event probe on held-out events (indices into the probe set: `test_indices`)."""
+    """Pooled-token event probe: the head chosen on validation, scored on test and on validation.
+
+    Indices point into the probe set (`test_indices`, `valid_indices`); unit arrays name each
+    event's game ("" when the probe set has none).
+    """
     bal_acc: float                   # balanced accuracy over the classes present in test
-    ci: tuple[float, float]          # percentile-bootstrap CI over test events
+    ci: tuple[float, float]          # unit bootstrap 95 % CI: test games, then events within them
     per_class_recall: dict[str, float]   # by SOCCER_CLASSES name; NaN if absent from test
     probs: np.ndarray                # (N_test, 17) float32 softmax
     preds: np.ndarray                # (N_test,) argmax class ids
@@ -519,16 +699,37 @@ class SoccerResult:
     chance: float = 1.0 / len(SOCCER_CLASSES)
     n_train: int = 0
     n_valid: int = 0
+    unit: str = "event"              # what `ci` resampled: "game" (>= 2 test games) or "event"
+    test_units: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
+    valid_bal_acc: float = float("nan")   # the chosen head's validation balanced accuracy
+    valid_ci: tuple[float, float] = (float("nan"), float("nan"))
+    valid_labels: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    valid_preds: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    valid_units: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
+    valid_unit: str = "event"
+    valid_indices: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+
+
+def _units_of(units, n: int, idx: np.ndarray, who: str) -> np.ndarray:
+    """The unit names (str) of items `idx`; "" for every item when the probe set has no units."""
+    if units is None:
+        return np.full(len(idx), "", dtype="<U1")
+    units = np.asarray(units).astype(str)
+    if units.shape != (n,):
+        raise ValueError(f"{who}: units {units.shape} do not match the {n} items")
+    return units[idx]
 
 
 def probe_basketball(features: torch.Tensor | np.ndarray, tiles: np.ndarray, split: np.ndarray,
                      cfg: ProbeConfig | None = None, device=None, pos_weight: float | str | None = None,
-                     min_steps: int = PROBE_MIN_STEPS, max_steps: int = PROBE_MAX_STEPS) -> BasketballResult:
+                     min_steps: int = PROBE_MIN_STEPS, max_steps: int = PROBE_MAX_STEPS,
+                     units: np.ndarray | None = None) -> BasketballResult:
     """Per-tile linear probe: features (N, 196, D), tiles (N, 14, 14) {0,1}, split (N,) -> result.
 
     Trains the lr grid on train frames (plain BCE, see module docstring; `pos_weight="balanced"`
-    uses n_neg / n_pos), picks the head with the best mean validation IoU, reports test IoU with
-    a bootstrap CI over test frames.
+    uses n_neg / n_pos), picks the head with the best mean validation IoU, reports it on test
+    and on validation, each with a unit bootstrap CI over `units` (N,) (the arena of each
+    frame; None or one arena: over frames).
     """
     cfg = cfg or ProbeConfig()
     dev = _device(device)
@@ -540,6 +741,7 @@ def probe_basketball(features: torch.Tensor | np.ndarray, tiles: np.ndarray, spl
         raise ValueError(f"probe_basketball: features {tuple(x.shape)} do not match tiles {tiles.shape}")
     y = torch.from_numpy((tiles.reshape(n, t) > 0).astype(np.float32))
     tr, va, te = _split_indices(split, cfg.seed)
+    va_units, te_units = (_units_of(units, n, i, "probe_basketball") for i in (va, te))
     if pos_weight == "balanced":
         pos = float(y[tr].sum())
         pos_weight = (y[tr].numel() - pos) / max(pos, 1.0)
@@ -548,10 +750,9 @@ def probe_basketball(features: torch.Tensor | np.ndarray, tiles: np.ndarray, spl
 
     true_va = tiles[va].reshape(len(va), side, side) > 0
     val_probs = torch.sigmoid(heads.logits(x[va].reshape(-1, d))[..., 0]).numpy()  # (Nv*T, L)
-    val_scores = {}
-    for li, lr in enumerate(heads.lrs):
-        pred = val_probs[:, li].reshape(len(va), side, side) >= THRESHOLD
-        val_scores[lr] = float(iou_per_frame(pred, true_va).mean())
+    val_ious = [iou_per_frame(val_probs[:, li].reshape(len(va), side, side) >= THRESHOLD, true_va)
+                for li in range(len(heads.lrs))]
+    val_scores = {lr: float(v.mean()) for lr, v in zip(heads.lrs, val_ious)}
     best = int(np.argmax([val_scores[lr] for lr in heads.lrs]))  # first max: the smaller lr on ties
 
     probs = torch.sigmoid(heads.logits(x[te].reshape(-1, d))[:, best, 0]).numpy()
@@ -560,20 +761,26 @@ def probe_basketball(features: torch.Tensor | np.ndarray, tiles: np.ndarray, spl
     true = tiles[te] > 0
     ious = iou_per_frame(pred, true)
     return BasketballResult(
-        iou=float(ious.mean()), ci=bootstrap_ci(ious, n=cfg.bootstrap, seed=cfg.seed),
+        iou=float(ious.mean()), ci=unit_bootstrap_ci(ious, units=te_units, n=cfg.bootstrap, seed=cfg.seed),
         per_frame_iou=ious, probs=probs, pred_masks=pred, lr=heads.lrs[best],
         empty_frames=empty_union_frames(pred, true), gt_empty_frames=int((~true.any(axis=(1, 2))).sum()),
-        test_indices=te, val_scores=val_scores, n_train=len(tr), n_valid=len(va))
+        test_indices=te, val_scores=val_scores, n_train=len(tr), n_valid=len(va),
+        unit=unit_name("basketball", te_units), test_units=te_units,
+        valid_iou=val_scores[heads.lrs[best]],
+        valid_ci=unit_bootstrap_ci(val_ious[best], units=va_units, n=cfg.bootstrap, seed=cfg.seed),
+        valid_per_frame_iou=val_ious[best], valid_units=va_units,
+        valid_unit=unit_name("basketball", va_units), valid_indices=va)
 
 
 def probe_soccer(features: torch.Tensor | np.ndarray, labels: np.ndarray, split: np.ndarray,
                  cfg: ProbeConfig | None = None, device=None, min_steps: int = PROBE_MIN_STEPS,
-                 max_steps: int = PROBE_MAX_STEPS) -> SoccerResult:
+                 max_steps: int = PROBE_MAX_STEPS, units: np.ndarray | None = None) -> SoccerResult:
     """Pooled linear probe: features (N, 196, D) or already pooled (N, D), labels (N,) class ids.
 
     Mean-pools tokens, trains the lr grid with class-balanced cross-entropy, picks the head with
-    the best validation balanced accuracy, reports test balanced accuracy with a bootstrap CI
-    over test events and per-class recall by SOCCER_CLASSES name.
+    the best validation balanced accuracy, reports it on test and on validation, each with a
+    unit bootstrap CI over `units` (N,) (the game of each event; None or one game: over
+    events), and test per-class recall by SOCCER_CLASSES name.
     """
     cfg = cfg or ProbeConfig()
     dev = _device(device)
@@ -587,6 +794,7 @@ def probe_soccer(features: torch.Tensor | np.ndarray, labels: np.ndarray, split:
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"probe_soccer: labels must be ids in [0, {n_classes}), got {labels.min()}..{labels.max()}")
     tr, va, te = _split_indices(split, cfg.seed)
+    va_units, te_units = (_units_of(units, len(labels), i, "probe_soccer") for i in (va, te))
     counts = np.bincount(labels[tr], minlength=n_classes).astype(np.float64)
     present = counts > 0
     cw = np.where(present, len(tr) / (present.sum() * np.maximum(counts, 1)), 0.0)
@@ -600,19 +808,44 @@ def probe_soccer(features: torch.Tensor | np.ndarray, labels: np.ndarray, split:
 
     probs = torch.softmax(heads.logits(x[te])[:, best], dim=-1).numpy().astype(np.float32)
     preds = probs.argmax(-1)
-    y_te = labels[te]
+    y_te, y_va, pred_va = labels[te], labels[va], val_pred[:, best].astype(np.int64)
     recall = per_class_recall(y_te, preds, n_classes)
     return SoccerResult(
         bal_acc=balanced_accuracy(y_te, preds),
-        ci=bootstrap_ci((y_te, preds), n=cfg.bootstrap, seed=cfg.seed),
+        ci=unit_bootstrap_ci(y_true=y_te, y_pred=preds, units=te_units, n=cfg.bootstrap, seed=cfg.seed),
         per_class_recall={name: float(r) for name, r in zip(SOCCER_CLASSES, recall)},
         probs=probs, preds=preds, labels=y_te, lr=heads.lrs[best], test_indices=te,
-        val_scores=val_scores, n_train=len(tr), n_valid=len(va))
+        val_scores=val_scores, n_train=len(tr), n_valid=len(va),
+        unit=unit_name("soccer", te_units), test_units=te_units,
+        valid_bal_acc=val_scores[heads.lrs[best]],
+        valid_ci=unit_bootstrap_ci(y_true=y_va, y_pred=pred_va, units=va_units, n=cfg.bootstrap, seed=cfg.seed),
+        valid_labels=y_va, valid_preds=pred_va, valid_units=va_units,
+        valid_unit=unit_name("soccer", va_units), valid_indices=va)
 
 
 # ---------------------------------------------------------------------------------------------
-# One checkpoint -> both probes -> MLflow metrics
+# One checkpoint -> both probes -> MLflow metrics and per-item arrays
 # ---------------------------------------------------------------------------------------------
+
+# Base metric name of each task; MLflow names carry the split: test_name(m), valid_name(m).
+PROBE_METRICS = {"basketball": "basketball_iou", "soccer": "soccer_bal_acc"}
+ITEMS_ARTIFACT = "probe_items.npz"          # save_items' file, logged as this MLflow artifact
+SPLITS = ("valid", "test")
+ITEM_FIELDS = {"basketball": ("unit", "iou"), "soccer": ("unit", "true", "pred")}
+
+
+def test_name(metric: str) -> str:
+    """MLflow name of a probe metric on the test split: "test/basketball_iou"."""
+    return "test/" + metric
+
+
+def valid_name(metric: str) -> str:
+    """MLflow name of a probe metric on the validation split: "valid/basketball_iou"."""
+    return "valid/" + metric
+
+
+test_name.__test__ = False       # pytest: a helper imported into test modules, not a test
+
 
 def evaluate(backbone: torch.nn.Module, basketball: dict | None, soccer: dict | None,
              cfg: ProbeConfig | None = None, device=None, min_steps: int = PROBE_MIN_STEPS,
@@ -620,7 +853,8 @@ def evaluate(backbone: torch.nn.Module, basketball: dict | None, soccer: dict | 
     """Extract frozen features once per probe set and run both probes.
 
     `basketball` / `soccer` are the probe-set arrays (the .npz contents of CONTRACTS.md:
-    images, tiles, split / images, label, split); either may be None to skip it.
+    images, tiles, split[, arena] / images, label, split[, game]); either may be None to skip
+    it. The `arena` / `game` columns, when present, are the units of the bootstrap CIs.
     Returns {"basketball": BasketballResult | None, "soccer": SoccerResult | None,
     "metrics": metrics_dict(...)}. min_steps / max_steps bound the probes' optimizer steps
     (module docstring); lower them only for smoke runs.
@@ -631,20 +865,34 @@ def evaluate(backbone: torch.nn.Module, basketball: dict | None, soccer: dict | 
     if basketball is not None:
         feats = extract_features(backbone, basketball["images"], dev, cfg.feature_batch)
         out["basketball"] = probe_basketball(feats, basketball["tiles"], basketball["split"], cfg, dev,
-                                             min_steps=min_steps, max_steps=max_steps)
+                                             min_steps=min_steps, max_steps=max_steps,
+                                             units=basketball.get("arena"))
         del feats
     if soccer is not None:
         feats = extract_features(backbone, soccer["images"], dev, cfg.feature_batch, pool=True)
         labels = soccer["label"] if "label" in soccer else soccer["labels"]
         out["soccer"] = probe_soccer(feats, labels, soccer["split"], cfg, dev, min_steps=min_steps,
-                                     max_steps=max_steps)
+                                     max_steps=max_steps, units=soccer.get("game"))
         del feats
     out["metrics"] = metrics_dict(out)
     return out
 
 
+def _split_metrics(split: str, metric: str, value: float, ci, items: tuple[str, int], units) -> dict[str, float]:
+    name = f"{split}/{metric}"
+    task = metric.split("_", 1)[0]
+    return {name: float(value), name + "_ci_low": float(ci[0]), name + "_ci_high": float(ci[1]),
+            f"{split}/{task}_{items[0]}": float(items[1]), f"{split}/{task}_units": float(n_units(units))}
+
+
 def metrics_dict(result) -> dict[str, float]:
-    """Flat {MLflow name: float} (names fixed by notes/CONTRACTS.md) for a result or evaluate()'s dict."""
+    """Flat {MLflow name: float} for a result or evaluate()'s dict.
+
+    Per task, for split in (test, valid): `<split>/<metric>`, `_ci_low`, `_ci_high`, the item
+    count (`<split>/basketball_frames`, `<split>/soccer_events`) and `<split>/<task>_units`
+    (distinct arenas / games; 0 when the probe set names none); plus the chosen lr
+    (`basketball_lr`, `soccer_lr`). The CIs' unit names are in `ci_units`.
+    """
     if isinstance(result, dict):
         merged: dict[str, float] = {}
         for key in ("basketball", "soccer"):
@@ -657,18 +905,84 @@ def metrics_dict(result) -> dict[str, float]:
             merged.update(metrics_dict(r))
         return merged
     if isinstance(result, BasketballResult):
-        return {"basketball_iou": float(result.iou), "basketball_iou_ci_low": float(result.ci[0]),
-                "basketball_iou_ci_high": float(result.ci[1]),
-                "basketball_test_frames": float(len(result.per_frame_iou))}
+        m = PROBE_METRICS["basketball"]
+        return {**_split_metrics("test", m, result.iou, result.ci, ("frames", len(result.per_frame_iou)),
+                                 result.test_units),
+                **_split_metrics("valid", m, result.valid_iou, result.valid_ci,
+                                 ("frames", len(result.valid_per_frame_iou)), result.valid_units),
+                "basketball_lr": float(result.lr)}
     if isinstance(result, SoccerResult):
-        return {"soccer_bal_acc": float(result.bal_acc), "soccer_bal_acc_ci_low": float(result.ci[0]),
-                "soccer_bal_acc_ci_high": float(result.ci[1]),
-                "soccer_test_events": float(len(result.labels))}
+        m = PROBE_METRICS["soccer"]
+        return {**_split_metrics("test", m, result.bal_acc, result.ci, ("events", len(result.labels)),
+                                 result.test_units),
+                **_split_metrics("valid", m, result.valid_bal_acc, result.valid_ci,
+                                 ("events", len(result.valid_labels)), result.valid_units),
+                "soccer_lr": float(result.lr)}
     raise TypeError(f"metrics_dict: expected BasketballResult, SoccerResult or evaluate()'s dict, got {type(result).__name__}")
+
+
+def ci_units(result: dict, split: str = "test") -> dict[str, str]:
+    """What each task's CI resampled on `split`: {"basketball": "arena" | "frame",
+    "soccer": "game" | "event"} for the tasks evaluate()'s dict holds (MLflow tags)."""
+    out = {}
+    for task in ("basketball", "soccer"):
+        r = result.get(task)
+        if r is not None:
+            out[task] = r.unit if split == "test" else r.valid_unit
+    return out
+
+
+def _item_key(task: str, split: str, name: str) -> str:
+    return f"{task}__{split}__{name}"           # flat: one npz member per array
+
+
+def save_items(result: dict, path: str | os.PathLike) -> Path:
+    """Per-item arrays of evaluate()'s dict -> one small .npz (the run's `probe_items.npz`).
+
+    For each probed task and split in (valid, test): basketball `basketball__<split>__unit`
+    (str arena per frame), `basketball__<split>__iou` (float64 per-frame IoU); soccer
+    `soccer__<split>__unit` (str game per event), `__true`, `__pred` (int64 class ids). The
+    scorecard's row intervals resample these. Written as given (no ".npz" appended).
+    """
+    arrays: dict[str, np.ndarray] = {}
+    b, s = result.get("basketball"), result.get("soccer")
+    if b is not None:
+        for split, units, iou in (("valid", b.valid_units, b.valid_per_frame_iou),
+                                  ("test", b.test_units, b.per_frame_iou)):
+            arrays[_item_key("basketball", split, "unit")] = np.asarray(units).astype(str)
+            arrays[_item_key("basketball", split, "iou")] = np.asarray(iou, dtype=np.float64)
+    if s is not None:
+        for split, units, true, pred in (("valid", s.valid_units, s.valid_labels, s.valid_preds),
+                                         ("test", s.test_units, s.labels, s.preds)):
+            arrays[_item_key("soccer", split, "unit")] = np.asarray(units).astype(str)
+            arrays[_item_key("soccer", split, "true")] = np.asarray(true, dtype=np.int64)
+            arrays[_item_key("soccer", split, "pred")] = np.asarray(pred, dtype=np.int64)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return path
+
+
+def load_items(path: str | os.PathLike) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """save_items' file -> {task: {split: {field: array}}}, e.g. items["soccer"]["test"]["pred"].
+
+    Only complete (task, split) groups are returned; unknown members are ignored."""
+    with np.load(path, allow_pickle=False) as z:
+        found = {k: z[k] for k in z.files}
+    out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for task, names in ITEM_FIELDS.items():
+        for split in SPLITS:
+            keys = [_item_key(task, split, f) for f in names]
+            if all(k in found for k in keys):
+                out.setdefault(task, {})[split] = {f: found[k] for f, k in zip(names, keys)}
+    return out
 
 
 __all__: Sequence[str] = (
     "extract_features", "normalize", "iou_per_frame", "empty_union_frames", "per_class_recall",
-    "balanced_accuracy", "batched_mean", "batched_balanced_accuracy", "bootstrap_ci", "LinearHeads",
-    "BasketballResult", "SoccerResult", "probe_basketball", "probe_soccer", "evaluate", "metrics_dict",
+    "balanced_accuracy", "batched_mean", "batched_balanced_accuracy", "bootstrap_ci", "unit_bootstrap",
+    "unit_bootstrap_ci", "n_units", "unit_name", "UNIT_NAMES", "LinearHeads", "BasketballResult",
+    "SoccerResult", "probe_basketball", "probe_soccer", "evaluate", "metrics_dict", "PROBE_METRICS",
+    "ITEMS_ARTIFACT", "test_name", "valid_name", "ci_units", "save_items", "load_items",
 )

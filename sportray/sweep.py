@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sportray.config import (ConfigError, DataConfig, PretrainConfig, ProbeConfig, absolute_tracking_uri,
-                             default_tracking_uri)
+                             default_tracking_uri, parse_seeds)
 
 # Intermediate results come from Ray Train (train/loss...), the probe metric only at the end.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -45,7 +45,7 @@ class SweepSpec:
     description: str
     space: dict                        # PretrainConfig field -> a ray.tune domain (choice, loguniform, ...)
     presets: dict[str, Preset]
-    metric: str = "basketball_iou"
+    metric: str = "basketball_iou"    # the probe metric that decides; read on validation only
     mode: str = "max"
     references: tuple[str, ...] = ()   # probe these references as runs of the sweep (random, dinov3)
 
@@ -75,8 +75,14 @@ def _trainable(config: dict, ctx: dict) -> None:
     report["seed"] = seed
     if metrics.get("status") == "diverged":
         # No objective value: OptunaSearch records the trial as pruned, never as a good score.
-        report.pop(ctx["metric"], None)
+        report.pop(ctx["objective"], None)
     ray.tune.report(report)
+
+
+def objective(spec: SweepSpec) -> str:
+    """What Optuna, the Repeater's seed mean and "best" read: the VALIDATION probe metric.
+    Test metrics are logged and shown, never used to choose (DESIGN.md §4, Probes)."""
+    return f"valid/{spec.metric}"
 
 
 def trial_key(cfg: PretrainConfig, searched: dict) -> str:
@@ -171,7 +177,7 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
     from sportray import scorecard, tracking
     from sportray.data.defaults import frame_store, probe_sets, resolve
     from sportray.runtime import init_ray
-    from sportray.trial import run_reference, say
+    from sportray.trial import run_references, say
 
     preset = spec.presets[preset_name]
     tracking_uri = absolute_tracking_uri(tracking_uri or default_tracking_uri())
@@ -216,12 +222,12 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
     exp_id = tracking.experiment_id(client, spec.name)
     parent = tracking.parent_run(client, exp_id, spec.name, sweep_dir, {
         "preset": preset_name, "num_configs": n_configs, "seeds": ",".join(map(str, seeds)),
-        "metric": spec.metric, "scheduler": scheduler, "search_seed": search_seed})
+        "metric": objective(spec), "scheduler": scheduler, "search_seed": search_seed})
 
     ctx = {"pretrain": dataclasses.asdict(pretrain), "data": dataclasses.asdict(data),
            "probe": dataclasses.asdict(probe), "seeds": seeds, "tracking_uri": tracking_uri,
            "experiment": spec.name, "parent_run_id": parent, "storage": str(storage_path / "train"),
-           "metric": spec.metric}
+           "objective": objective(spec)}
     trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx), {"cpu": 0.01})
 
     if resume and tune.Tuner.can_restore(str(sweep_dir)):
@@ -234,7 +240,7 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
         # Start points: the preset's first recipes (e.g. the views comparison at equal steps),
         # minus fields fixed by --set; Optuna's TPE proposes the rest.
         start = [{k: v for k, v in p.items() if k in space} for p in preset.start_points[:n_configs]]
-        searcher = OptunaSearch(metric=spec.metric, mode=spec.mode, seed=search_seed,
+        searcher = OptunaSearch(metric=objective(spec), mode=spec.mode, seed=search_seed,
                                 points_to_evaluate=[p for p in start if p] or None)
         # Always through the Repeater, even for one seed: it hides Train's intermediate reports
         # (which lack the probe metric) from OptunaSearch, and tells Optuna a diverged recipe failed.
@@ -257,14 +263,10 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
     results = tuner.fit()
     _mark_stopped_early(client, exp_id, parent, results)
 
-    for ref in spec.references:
-        if ref == "dinov3" and not weights:
-            say("reference dinov3: unavailable (no --weights file given); the bar is left out, "
-                "never replaced by a random model")
-            continue
-        run_reference(ref, data=data, probe=probe, tracking_uri=tracking_uri, experiment=spec.name,
-                      parent_run_id=parent, weights=weights,
-                      model=pretrain.model, gpus=1.0 if pretrain.gpus_per_worker > 0 else 0.0)
+    # The floor (and the bar) over the trials' seeds: a reference row has a spread like any row.
+    run_references(spec.references, seeds, data=data, probe=probe, tracking_uri=tracking_uri,
+                   experiment=spec.name, parent_run_id=parent, weights=weights, model=pretrain.model,
+                   gpus=1.0 if pretrain.gpus_per_worker > 0 else 0.0)
 
     records = scorecard.load_runs(client, spec.name, parent_run_id=parent)
     card = scorecard.build(records)
@@ -272,33 +274,67 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scorecard.md").write_text(scorecard.to_markdown(card))
     (out_dir / "scorecard.csv").write_text(scorecard.to_csv(card))
-    plot = scorecard.plot_vs_steps(records, out_dir / "metrics_vs_steps.png")
+    plot = scorecard.plot_vs_steps(card, out_dir / "metrics_vs_steps.png")
     for f in (out_dir / "scorecard.md", out_dir / "scorecard.csv", plot):
         if f and Path(f).exists():
             client.log_artifact(parent, str(f))
     errors = [r for r in results if r.error]
     tracking.set_status(client, parent, "finished")
 
-    best = None
-    try:
-        best_result = results.get_best_result(metric=spec.metric, mode=spec.mode, filter_nan_and_inf=True)
-        best = {"config": {k: v for k, v in best_result.config.items() if not k.startswith("__")},
-                spec.metric: best_result.metrics.get(spec.metric),
-                "mlflow_run_id": best_result.metrics.get("mlflow_run_id")}
-    except Exception:
-        pass
+    best = best_recipe(card, spec.metric)
     summary = {"sweep_dir": str(sweep_dir), "experiment": spec.name, "parent_run_id": parent,
                "trials": len(results), "errored_trials": len(errors), "best": best,
+               "beats_floor": card.beats_floor(),
                "scorecard": str(out_dir / "scorecard.md"), "tracking_uri": tracking_uri,
                "dashboard_url": ray_info["dashboard_url"]}
     print("\n" + scorecard.to_markdown(card))
     print(json.dumps(summary, indent=1, default=str))
-    print(f"\nBest trial ({spec.metric}): {json.dumps(best, default=str)}")
+    for line in summary_lines(card, spec.metric, best):
+        print(line)
     print(f"Ray dashboard : {ray_info['dashboard_url'] or '(not running)'}")
     print(f"Compare trials: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
           f"  -> http://127.0.0.1:5000, experiment '{spec.name}'")
     print(f"Scorecard     : {out_dir / 'scorecard.md'}")
     return summary
+
+
+def best_recipe(card, metric: str) -> dict | None:
+    """The trained recipe ranked first on the VALIDATION seed mean (the scorecard's rank), with
+    its validation and test figures; None when no trial row has a validation value."""
+    for row in card.ranked(metric):
+        s = row.stats[metric]
+        if row.kind != "trial" or s.rank is None:
+            continue
+        return {"config": row.config, "seeds": row.seeds, "run_ids": row.run_ids,
+                "chosen_on": f"valid/{metric}", "valid_mean": s.valid.mean,
+                "valid_interval": [s.valid.low, s.valid.high], "test_mean": s.test.mean,
+                "test_interval": [s.test.low, s.test.high], "vs_floor": s.vs_floor}
+    return None
+
+
+def summary_lines(card, metric: str, best: dict | None) -> list[str]:
+    """The sweep's last words: the best recipe by validation, the floor, what beats it."""
+    def iv(lo, hi):
+        return f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "[no interval]"
+
+    lines = []
+    if best is None:
+        lines.append(f"Best recipe (by valid/{metric}): none (no trial finished with a probe)")
+    else:
+        lines.append(f"Best recipe (by valid/{metric}, seed mean of {len(best['seeds'])}): {best['config']}")
+        lines.append(f"  valid {best['valid_mean']:.3f} {iv(*best['valid_interval'])}; test (reported, not "
+                     f"chosen on) {best['test_mean']:.3f} {iv(*best['test_interval'])}; vs random floor: "
+                     f"{best['vs_floor'] or '?'}")
+    for row in card.rows:
+        if row.reference == "random":
+            for m in card.metrics:
+                t = row.stats[m].test
+                if t.mean is not None:
+                    lines.append(f"Random floor ({len(row.seeds)} seeds) test/{m}: {t.mean:.3f} {iv(t.low, t.high)}")
+    beats = card.beats_floor()
+    lines.append("Beats the floor (disjoint 95 % intervals over seeds and test units): "
+                 + (", ".join(f"{c} on {m}" for c, m in beats) if beats else "no row"))
+    return lines
 
 
 def parser_for(spec: SweepSpec) -> argparse.ArgumentParser:
@@ -354,7 +390,7 @@ def main(spec: SweepSpec, argv: list[str] | None = None) -> int:
         overrides = _parse_set(args.set)
         if args.weights:
             overrides.setdefault("base", args.weights)
-        seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+        seeds = parse_seeds(args.seeds) if args.seeds else None
         run_sweep(spec, args.preset, tracking_uri=args.tracking_uri, address=args.address,
                   storage=args.storage, resume=args.resume, num_configs=args.num_configs, seeds=seeds,
                   scheduler=args.scheduler, search_seed=args.search_seed, overrides=overrides,

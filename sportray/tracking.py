@@ -74,12 +74,6 @@ REFERENCES = ("random", "dinov3")
 _MLFLOW_STATUS = {"running": "RUNNING", "finished": "FINISHED", "diverged": "FINISHED",
                   "failed": "FAILED", "stopped": "KILLED"}
 
-STEP_METRICS = ("train/loss", "train/inv", "train/sigreg", "train/grad_norm", "train/weight_norm",
-                "train/rel_dist_init", "train/lr", "train/frames_per_s")
-FINAL_METRICS = ("basketball_iou", "basketball_iou_ci_low", "basketball_iou_ci_high",
-                 "basketball_test_frames", "soccer_bal_acc", "soccer_bal_acc_ci_low",
-                 "soccer_bal_acc_ci_high", "soccer_test_events", "final_loss", "diverged",
-                 "diverged_step")
 
 # MLflow log_batch limits: 1000 metrics, 100 params, 100 tags per request.
 _MAX_BATCH_METRICS, _MAX_BATCH_PARAMS, _MAX_BATCH_TAGS = 1000, 100, 100
@@ -352,8 +346,8 @@ def set_status(client: MlflowClient, run_id: str, status: str, note: str | None 
 
 def log_final(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
               artifacts: Iterable[str | os.PathLike] = (), status: str = "finished",
-              step: int = 0) -> None:
-    """Final metrics (probe results with CIs, final_loss, diverged...), artifacts, then status.
+              step: int = 0, tags: Mapping[str, str] | None = None) -> None:
+    """Final metrics (probe results with CIs, final_loss, diverged...), tags, artifacts, then status.
 
     Metric values that are None are skipped (NaN is logged as NaN). A directory artifact is
     logged under its own name; a missing artifact path is warned about and skipped so the
@@ -363,6 +357,8 @@ def log_final(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
     ms = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items() if v is not None]
     for i in range(0, len(ms), _MAX_BATCH_METRICS):
         client.log_batch(run_id, metrics=ms[i:i + _MAX_BATCH_METRICS])
+    if tags:
+        _set_tags(client, run_id, tags)
     for a in artifacts:
         p = Path(a)
         if p.is_dir():
@@ -448,7 +444,7 @@ _KEY_ALWAYS = ("arm", "views", "steps", "clip")
 # Fields that do not change what is learned (execution, logging, fault tolerance) or are the
 # repetition axis (seed): never part of the key.
 _KEY_EXCLUDE = {"seed", "gpus_per_worker", "cpus_per_worker", "compile", "log_every",
-                "checkpoint_every", "max_failures", "spike_factor", "spike_patience"}
+                "checkpoint_every", "max_failures", "spike_factor", "spike_patience", "deterministic_data"}
 _DATA_EXCLUDE = {"data_dir", "store", "basketball", "soccer_labels", "test_arenas", "split_seed"}
 _PATHLIKE = {"base", "corpus", "extra_sources"}
 

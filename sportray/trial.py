@@ -16,8 +16,42 @@ from pathlib import Path
 
 from sportray.config import DataConfig, PretrainConfig, ProbeConfig, absolute_tracking_uri, flatten
 
-PROBE_METRICS = ("basketball_iou", "soccer_bal_acc")
 DEMO_BASE_STEPS = 150
+
+
+
+def code_version() -> str:
+    """The sportray code a trial ran: package version + a hash of its source files (a re-run on
+    other code says so instead of passing for the same trial)."""
+    import hashlib
+
+    import sportray
+
+    root = Path(sportray.__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return f"{getattr(sportray, '__version__', '0')}+{h.hexdigest()[:12]}"
+
+
+def load_rerun(tracking_uri: str, run_id: str) -> tuple[PretrainConfig, DataConfig, ProbeConfig, dict]:
+    """What a trial needs to be run again, from its MLflow run: (pretrain, data, probe, record).
+    The record is its trial_config.json plus the original run's metrics (to compare with)."""
+    from sportray import tracking
+
+    client = tracking.connect(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            record = json.loads(Path(client.download_artifacts(run_id, "trial_config.json", tmp)).read_text())
+    except Exception as exc:
+        raise FileNotFoundError(f"--rerun {run_id}: no trial with a trial_config.json artifact in "
+                                f"{tracking_uri} ({type(exc).__name__}: {str(exc)[:200]})") from None
+    probe = dict(record["probe"])
+    probe["lrs"] = tuple(probe.get("lrs", ProbeConfig().lrs))
+    record["metrics"] = dict(run.data.metrics)
+    record["experiment_id"] = run.info.experiment_id
+    return PretrainConfig(**record["pretrain"]), DataConfig(**record["data"]), ProbeConfig(**probe), record
 
 
 def say(msg: str) -> None:
@@ -30,6 +64,9 @@ def probe_backbone(backbone_source: dict, soccer_npz: str, basketball_npz: str, 
                    out_dir: str, title: str = "") -> tuple[dict, list[str]]:
     """Probe one backbone; returns (metrics, artifact paths). Runs where it is called
     (a Ray task with a GPU in a sweep): features once per probe set, both probes, panels.
+
+    Metrics say their split (`valid/...` chooses, `test/...` reports); the per-item results of
+    both splits go to `probe_items.npz`, which the scorecard resamples over seeds and units.
 
     backbone_source: {"checkpoint": dir} | {"reference": "random", "model": name, "seed": s}
                      | {"reference": "dinov3", "weights": path}
@@ -60,18 +97,25 @@ def probe_backbone(backbone_source: dict, soccer_npz: str, basketball_npz: str, 
         te = b.test_indices
         artifacts.append(panels.basketball_rows(bb["images"][te], bb["masks"][te], b.probs, b.per_frame_iou,
                                                 out / "basketball_rows.png", gt_tiles=bb["tiles"][te]))
-        metrics["basketball_empty_frames"] = float(b.empty_frames)
-        metrics["basketball_lr"] = b.lr
+        metrics["test/basketball_empty_frames"] = float(b.empty_frames)
     if s is not None:
         te = s.test_indices
         artifacts.append(panels.soccer_top5(sc["images"][te], s.probs, s.labels, out / "soccer_top5.png"))
-        metrics["soccer_lr"] = s.lr
         for name, r in s.per_class_recall.items():
             if r == r:  # NaN: class absent from the test games
-                metrics[f"soccer_recall/{name.replace('->', ' to ')}"] = r
-    (out / "probe_metrics.json").write_text(json.dumps(metrics, indent=1))
+                metrics[f"test/soccer_recall/{name.replace('->', ' to ')}"] = r
+    probes.save_items(result, out / probes.ITEMS_ARTIFACT)
+    artifacts.append(str(out / probes.ITEMS_ARTIFACT))
+    (out / "probe_metrics.json").write_text(json.dumps(
+        {"metrics": metrics, "ci_units": probes.ci_units(result)}, indent=1))
     artifacts.append(str(out / "probe_metrics.json"))
     return metrics, [str(a) for a in artifacts]
+
+
+def ci_unit_tags(metrics_json: str) -> dict[str, str]:
+    """MLflow tags naming what each probe's interval resamples (arena/game, or frame/event)."""
+    units = json.loads(Path(metrics_json).read_text()).get("ci_units", {})
+    return {f"sportray.ci_unit.{task}": unit for task, unit in units.items()}
 
 
 def run_probe_task(backbone_source: dict, soccer_npz: str, basketball_npz: str, probe: ProbeConfig,
@@ -123,6 +167,7 @@ def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, trac
     from sportray import tracking
 
     cfg.validate()
+    probe = dataclasses.replace(probe, seed=cfg.seed)  # probe heads and bootstrap follow the trial's seed
     tracking_uri = absolute_tracking_uri(tracking_uri)
     client = tracking.connect(tracking_uri)
     exp_id = tracking.experiment_id(client, experiment)
@@ -162,7 +207,7 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
         client.set_tag(run_id, "sportray.base", base_label)
     soccer_npz, basketball_npz = probe_sets(data, paths) if do_probe else ("", "")
     run_label = f"trial-{trial_id}"
-    res = run_pretrain(cfg, read_store(store.path, data.max_frames), storage_path=str(Path(storage).resolve()),
+    res = run_pretrain(cfg, read_store(store.path, data.max_frames, seed=cfg.seed), storage_path=str(Path(storage).resolve()),
                        run_name=run_label, tracking_uri=tracking_uri, mlflow_run_id=run_id,
                        base_path=base_path, base_label=base_label, trial=tracking.run_name(key, cfg.seed), in_tune=in_tune)
     final = {"final_loss": res.metrics.get("train/loss", float("nan")),
@@ -177,7 +222,8 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "trial_config.json").write_text(json.dumps(
             {"pretrain": dataclasses.asdict(cfg), "data": dataclasses.asdict(data),
-             "probe": dataclasses.asdict(probe), "store": store.path, "checkpoint": res.backbone_dir,
+             "probe": dataclasses.asdict(probe), "store": store.path, "store_key": store.key,
+             "code_version": code_version(), "checkpoint": res.backbone_dir,
              "status": res.status, "reason": res.reason}, indent=1, default=str))
         artifacts.append(str(Path(tmp, "trial_config.json")))
         if res.status == "failed":
@@ -197,7 +243,9 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
                     raise
                 # A diverged backbone may hold NaN weights: its probe failing is part of the finding.
                 say(f"trial {trial_id}: probe of the diverged backbone failed ({type(exc).__name__}: {exc})")
-        tracking.log_final(client, run_id, final, artifacts, status=res.status, step=res.steps)
+        tags = ci_unit_tags(next(a for a in artifacts if a.endswith("probe_metrics.json"))) \
+            if any(a.endswith("probe_metrics.json") for a in artifacts) else {}
+        tracking.log_final(client, run_id, final, artifacts, status=res.status, step=res.steps, tags=tags)
     from sportray.metrics import report_probe
     report_probe(tracking.run_name(key, cfg.seed), cfg.arm, {**final, "status": res.status})  # Grafana's sweep overview
     final.update({"status": res.status, "mlflow_run_id": run_id, "checkpoint": res.backbone_dir})
@@ -225,7 +273,7 @@ def _finished_metrics(client, run_id: str) -> dict | None:
     run = client.get_run(run_id)
     status = run.data.tags.get("sportray.status")
     if status in ("finished", "diverged") and (
-            "basketball_iou" in run.data.metrics or status == "diverged"):
+            any(m.startswith("test/") for m in run.data.metrics) or status == "diverged"):
         out = dict(run.data.metrics)
         out.update({"status": status, "mlflow_run_id": run_id})
         return out
@@ -237,7 +285,8 @@ def _finished_metrics(client, run_id: str) -> dict | None:
 def run_reference(reference: str, *, data: DataConfig, probe: ProbeConfig, tracking_uri: str,
                   experiment: str, parent_run_id: str | None = None, weights: str = "",
                   model: str = "vit_small", seed: int = 0, gpus: float = 0.0) -> dict:
-    """The floor (random init) or the bar (frozen DINOv3) as a run of its own."""
+    """The floor (random init of `seed`) or the bar (frozen DINOv3) as a run of its own; the
+    probe heads and bootstrap use `seed` too, so a reference has a spread over seeds like a trial."""
     from sportray import tracking
     from sportray.data.defaults import probe_sets
 
@@ -247,6 +296,7 @@ def run_reference(reference: str, *, data: DataConfig, probe: ProbeConfig, track
                                 "weights and never substitutes a random model for the bar")
     if reference == "dinov3" and not Path(weights).is_file():
         raise FileNotFoundError(f"--weights {weights}: file does not exist")
+    probe = dataclasses.replace(probe, seed=seed)
     tracking_uri = absolute_tracking_uri(tracking_uri)
     client = tracking.connect(tracking_uri)
     exp_id = tracking.experiment_id(client, experiment)
@@ -261,6 +311,26 @@ def run_reference(reference: str, *, data: DataConfig, probe: ProbeConfig, track
     with tempfile.TemporaryDirectory() as tmp:
         metrics, artifacts = run_probe_task(source, str(soccer_npz), str(basketball_npz), probe,
                                             str(Path(tmp) / "probe"), gpus=gpus, title=f"reference {reference}")
-        tracking.log_final(client, run_id, metrics, artifacts, status="finished")
+        tags = ci_unit_tags(next(a for a in artifacts if a.endswith("probe_metrics.json")))
+        tracking.log_final(client, run_id, metrics, artifacts, status="finished", tags=tags)
     metrics.update({"status": "finished", "mlflow_run_id": run_id})
     return metrics
+
+
+def run_references(references, seeds, *, data: DataConfig, probe: ProbeConfig, tracking_uri: str,
+                   experiment: str, parent_run_id: str | None = None, weights: str = "",
+                   model: str = "vit_small", gpus: float = 0.0) -> dict[tuple[str, int], dict]:
+    """Every reference over the same seeds as the trials: {(reference, seed): metrics}. The
+    frozen-DINOv3 bar without weights is skipped with a message, never replaced by a random model."""
+    out = {}
+    for ref in references:
+        if ref == "dinov3" and not weights:
+            say("reference dinov3: unavailable (no --weights file given); the bar is left out, "
+                "never replaced by a random model")
+            continue
+        for seed in seeds:
+            say(f"reference {ref}, seed {seed}: probing")
+            out[(ref, int(seed))] = run_reference(
+                ref, data=data, probe=probe, tracking_uri=tracking_uri, experiment=experiment,
+                parent_run_id=parent_run_id, weights=weights, model=model, seed=int(seed), gpus=gpus)
+    return out

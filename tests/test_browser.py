@@ -48,7 +48,7 @@ def write_finished_sweep(client, art: Path) -> tuple[str, list[tuple[str, str]]]
 
     exp = tracking.experiment_id(client, "scratch_views", artifact_location=str(art))
     parent = tracking.parent_run(client, exp, "scratch_views", art / "scratch_views-20260101-000000",
-                                 {"preset": "demo", "num_configs": 2, "seeds": "0,1", "metric": "basketball_iou"})
+                                 {"preset": "demo", "num_configs": 2, "seeds": "0,1", "metric": "valid/basketball_iou"})
     runs = []
     recipes = [dict(views="2x224", steps=40, clip=0.0, lr=5e-4), dict(views="2x224+6x96", steps=40, clip=1.0, lr=1e-3)]
     for i, recipe in enumerate(recipes):
@@ -71,9 +71,9 @@ def write_finished_sweep(client, art: Path) -> tuple[str, list[tuple[str, str]]]
             (run_dir / "trial_config.json").write_text(json.dumps({"pretrain": flatten(cfg), "status": "finished"}))
             iou, acc = 0.40 + 0.05 * i + 0.01 * seed, 0.20 + 0.04 * i - 0.01 * seed
             tracking.log_final(client, run_id, {
-                "basketball_iou": iou, "basketball_iou_ci_low": iou - 0.05, "basketball_iou_ci_high": iou + 0.05,
-                "basketball_test_frames": 24, "soccer_bal_acc": acc, "soccer_bal_acc_ci_low": acc - 0.06,
-                "soccer_bal_acc_ci_high": acc + 0.06, "soccer_test_events": 34, "final_loss": 0.025,
+                "test/basketball_iou": iou, "test/basketball_iou_ci_low": iou - 0.05, "test/basketball_iou_ci_high": iou + 0.05,
+                "test/basketball_frames": 24, "test/soccer_bal_acc": acc, "test/soccer_bal_acc_ci_low": acc - 0.06,
+                "test/soccer_bal_acc_ci_high": acc + 0.06, "test/soccer_events": 34, "final_loss": 0.025,
                 "diverged": 0.0, "steps_done": 40}, [curves, run_dir / "trial_config.json"], status="finished", step=40)
             runs.append((run_id, tracking.run_name(key, seed)))
     tracking.set_status(client, parent, "finished")
@@ -103,7 +103,7 @@ def test_mlflow_compare_view_lists_every_trial_and_the_probe_metric(mlflow_ui, a
     dom = chromium(url, tmp_path / "profile", screenshot=shot, size="1600,2600")  # down to the metrics table
     for _run_id, name in runs:
         assert name in dom, (name, dom[:3000])
-    assert "basketball_iou" in dom and "soccer_bal_acc" in dom
+    assert "test/basketball_iou" in dom and "test/soccer_bal_acc" in dom
     # where the README sends people first: the experiment's runs (trials nest under the sweep's parent run)
     chromium(f"{base}/#/experiments/{exp}/runs", tmp_path / "profile",
              screenshot=artifacts_dir / "mlflow_experiment.png")
@@ -118,7 +118,7 @@ import sys, ray
 from sportray.metrics import report_probe
 ray.init(address=sys.argv[1], logging_level="ERROR")
 # leaves the long-lived sportray-metrics actor behind: the actors page has a row to show
-assert report_probe("scratch 2x224 steps=40 clip=off s0", "scratch", {"basketball_iou": 0.42, "status": "finished"})
+assert report_probe("scratch 2x224 steps=40 clip=off s0", "scratch", {"test/basketball_iou": 0.42, "status": "finished"})
 print("ok")
 """
 

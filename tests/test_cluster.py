@@ -565,7 +565,7 @@ def test_two_node_cluster_runs_a_tiny_sweep_into_mlflow(two_node_sweep):
     assert len(trials) == SWEEP_TRIALS, [r.data.tags for r in all_runs]
     for trial in trials:
         assert trial.data.tags[tracking.TAG_STATUS] == "finished", trial.data.tags
-        for name in ("basketball_iou", "soccer_bal_acc", "basketball_iou_ci_low", "soccer_bal_acc_ci_high"):
+        for name in ("test/basketball_iou", "test/soccer_bal_acc", "test/basketball_iou_ci_low", "test/soccer_bal_acc_ci_high"):
             assert 0.0 <= trial.data.metrics[name] <= 1.0, (name, trial.data.metrics)
         assert trial.data.metrics["steps_done"] == 4
         assert client.get_metric_history(trial.info.run_id, "train/loss")  # rank 0 logged its steps
@@ -623,18 +623,18 @@ def test_mlflow_compare_view_of_the_trained_sweep(two_node_sweep, tmp_path):
     assert bt.wait_http(base + "/health") == 200, base
     with bt.Page(tmp_path / "chromium", width=1600, height=1650) as page:
         page.goto(bt.compare_url(base, exp.experiment_id, [r.info.run_id for r in trials]))
-        page.wait_for("document.body.innerText.includes('basketball_iou') && document.querySelector('.js-plotly-plot')")
+        page.wait_for("document.body.innerText.includes('test/basketball_iou') && document.querySelector('.js-plotly-plot')")
         if page.eval("!!document.querySelector('button[aria-label=Close]')"):
             page.click("button[aria-label=Close]")                      # MLflow 3's assistant panel
         page.eval("""[...document.querySelectorAll('div')].find(d => d.textContent === 'Metrics:')
             .nextElementSibling.setAttribute('data-sportray', 'chart-metrics')""")
-        for metric in ("soccer_bal_acc", "basketball_iou"):
+        for metric in ("test/soccer_bal_acc", "test/basketball_iou"):
             page.click("[data-sportray=chart-metrics] .du-bois-light-select-selector")
             page.type(metric)
             time.sleep(0.5)
             page.press("Enter")
         page.press("Escape")
-        page.wait_for("[...document.querySelectorAll('.js-plotly-plot text')].some(t => t.textContent === 'basketball_iou')")
+        page.wait_for("[...document.querySelectorAll('.js-plotly-plot text')].some(t => t.textContent === 'test/basketball_iou')")
         page.click("button[aria-label='Parameters - Show diff only']")   # what differs: seed, views
         time.sleep(1)
         text, dom = page.text(), page.dom()
@@ -642,8 +642,8 @@ def test_mlflow_compare_view_of_the_trained_sweep(two_node_sweep, tmp_path):
     assert f"Comparing {len(trials)} Runs" in text, text[:3000]
     for r in trials:
         assert r.info.run_name in text, (r.info.run_name, text[:3000])
-    assert "basketball_iou" in text and "soccer_bal_acc" in dom, text[:3000]
+    assert "test/basketball_iou" in text and "test/soccer_bal_acc" in dom, text[:3000]
     axes = re.findall(r'class="axis-title"[^>]*>([^<]+)<', dom)
-    assert {"basketball_iou", "soccer_bal_acc", "views"} <= set(axes), axes   # the chart, drawn
+    assert {"test/basketball_iou", "test/soccer_bal_acc", "views"} <= set(axes), axes   # the chart, drawn
     print(f"\n[browser] MLflow compare view of the {len(trials)} trained trials: {shot} "
           f"({time.monotonic() - t0:.0f} s)")

@@ -85,7 +85,7 @@ def test_trial_dashboard_is_one_trial_chosen_by_a_variable():
     assert all('trial="$trial"' in e for e in exprs), exprs  # exact match: names hold + . =
     names = " ".join(exprs)
     for n in ("loss", "inv", "sigreg", "grad_norm", "rel_dist_init", "frames_per_s", "data_wait_s",
-              "basketball_iou", "soccer_bal_acc"):
+              "test/basketball_iou", "test/soccer_bal_acc"):
         assert f"ray_sportray_{n}" in names, n
 
 
@@ -100,7 +100,7 @@ def test_metrics_are_a_no_op_without_ray():
             "m = TrainMetrics(trial='t', arm='scratch')\n"
             "m.update(3, {'train/loss': 1.0, 'train/frames_per_s': float('nan')})\n"
             "import ray\n"
-            "print(m.enabled, report_probe('t', 'scratch', {'basketball_iou': 0.5}), ray.is_initialized())\n")
+            "print(m.enabled, report_probe('t', 'scratch', {'test/basketball_iou': 0.5}), ray.is_initialized())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False", "False"]
@@ -138,7 +138,7 @@ rank0 = Rank0.remote()
 assert ray.get(rank0.step.remote(2, last))
 # trial.py after probing (the Tune trial's process ends right after: the values must outlive it)
 t0 = time.time()
-published = report_probe(trial, "scratch", {"basketball_iou": 0.5, "soccer_bal_acc": 0.25, "final_loss": 0.25,
+published = report_probe(trial, "scratch", {"test/basketball_iou": 0.5, "test/soccer_bal_acc": 0.25, "final_loss": 0.25,
                                             "diverged": 0.0, "status": "finished"}, timeout_s=240)
 t_publish = time.time() - t0
 ports = [n["MetricsExportPort"] for n in ray.nodes() if n["Alive"]]

@@ -108,6 +108,42 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_logs_each_step_once(sto
     assert sorted(steps) == list(range(2, cfg.steps + 1, 2)), "each logged step exactly once"
     assert Path(res.backbone_dir, "meta.json").exists()
 
+    # The resumed run saw the same data in the same order as one never interrupted (the data
+    # position is in the checkpoint, the order is the store's), so it ends with the same model.
+    straight = run_pretrain(cfg, read_store(store), storage_path=str(storage), run_name="straight")
+    assert straight.status == "finished", straight.reason
+    assert res.metrics["train/loss"] == pytest.approx(straight.metrics["train/loss"], rel=1e-5, abs=1e-7)
+    assert _max_weight_diff(res.backbone_dir, straight.backbone_dir) < 1e-5
+
+
+def _max_weight_diff(dir_a: str, dir_b: str) -> float:
+    from sportray.backbones import load_checkpoint
+
+    a, b = (load_checkpoint(d)[0].state_dict() for d in (dir_a, dir_b))
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def test_the_same_seed_trains_the_same_model_and_another_seed_does_not(store, tmp_path):
+    """A seed means one run: data order (the store read in a seeded file order, kept in order by
+    Ray Data), init, views and SIGReg directions all follow it, across an epoch boundary."""
+    import dataclasses
+
+    from sportray.data.frames import read_store
+
+    cfg = PretrainConfig(steps=16, views="2x32+2x16", batch_size=8, warmup_steps=2, log_every=4,
+                         checkpoint_every=16, cpus_per_worker=0.8, proj_dim=16, sigreg_directions=16,
+                         max_failures=0)   # 96 frames / 8 = 12 batches: step 13 starts the 2nd epoch
+    runs = {}
+    for name, seed in (("first", 0), ("again", 0), ("other", 1)):
+        c = dataclasses.replace(cfg, seed=seed)
+        runs[name] = run_pretrain(c, read_store(store, seed=seed), storage_path=str(tmp_path), run_name=name)
+        assert runs[name].status == "finished", runs[name].reason
+    loss = {k: r.metrics["train/loss"] for k, r in runs.items()}
+    assert loss["again"] == loss["first"], loss
+    assert _max_weight_diff(runs["first"].backbone_dir, runs["again"].backbone_dir) == 0.0
+    assert loss["other"] != loss["first"]
+    assert _max_weight_diff(runs["first"].backbone_dir, runs["other"].backbone_dir) > 1e-3
+
 
 def test_a_recipe_that_blows_up_ends_as_diverged(store, tmp_path):
     from sportray.data.frames import read_store

@@ -14,15 +14,17 @@ from sklearn.metrics import balanced_accuracy_score
 
 from sportray.config import SOCCER_CLASSES, ProbeConfig
 from sportray.probes import (
-    BasketballResult, SoccerResult, balanced_accuracy, batched_balanced_accuracy, bootstrap_ci,
-    empty_union_frames, evaluate, extract_features, iou_per_frame, metrics_dict, per_class_recall,
-    probe_basketball, probe_soccer,
+    PROBE_METRICS, BasketballResult, SoccerResult, balanced_accuracy, batched_balanced_accuracy, bootstrap_ci,
+    ci_units, empty_union_frames, evaluate, extract_features, iou_per_frame, load_items, metrics_dict,
+    per_class_recall, probe_basketball, probe_soccer, save_items, test_name, unit_bootstrap, unit_bootstrap_ci,
+    valid_name,
 )
 
-CONTRACT_NAMES = {
-    "basketball_iou", "basketball_iou_ci_low", "basketball_iou_ci_high", "basketball_test_frames",
-    "soccer_bal_acc", "soccer_bal_acc_ci_low", "soccer_bal_acc_ci_high", "soccer_test_events",
-}
+BASKETBALL_NAMES = {f"{split}/basketball_{name}" for split in ("test", "valid") for name in (
+    "iou", "iou_ci_low", "iou_ci_high", "frames", "units")} | {"basketball_lr"}
+SOCCER_NAMES = {f"{split}/soccer_{name}" for split in ("test", "valid") for name in (
+    "bal_acc", "bal_acc_ci_low", "bal_acc_ci_high", "events", "units")} | {"soccer_lr"}
+CONTRACT_NAMES = BASKETBALL_NAMES | SOCCER_NAMES
 CFG = ProbeConfig(bootstrap=200)
 
 
@@ -147,6 +149,80 @@ def test_bootstrap_ci_covers_the_metric_and_shrinks_with_more_items():
     assert low2 <= values.mean() <= high2
 
 
+def _width(ci):
+    return ci[1] - ci[0]
+
+
+def test_unit_bootstrap_is_wider_than_the_frame_bootstrap_when_frames_of_an_arena_move_together():
+    rng = np.random.default_rng(0)
+    arenas = np.repeat([f"arena{i}" for i in range(6)], 30)
+    offset = np.repeat([-0.2, -0.12, -0.04, 0.04, 0.12, 0.2], 30)        # strong per-arena effect
+    correlated = np.clip(0.5 + offset + rng.normal(0, 0.05, 180), 0, 1)
+    by_frame = unit_bootstrap_ci(correlated, n=2000, seed=0)                # no units: frames
+    by_arena = unit_bootstrap_ci(correlated, units=arenas, n=2000, seed=0)
+    assert by_arena[0] <= correlated.mean() <= by_arena[1]
+    assert _width(by_arena) > 3 * _width(by_frame)                         # ~5x in theory
+    # frames independent of their arena (40 arenas: the arena-level spread is itself precise).
+    # Units only: the frame bootstrap's width. Units then frames (the default): within-arena
+    # noise counted twice, sqrt(2) wider -- close, and on the safe side.
+    arenas = np.repeat(np.arange(40), 30)
+    independent = rng.random(1200)
+    frames = _width(unit_bootstrap_ci(independent, n=2000, seed=0))
+    units_only = _width(unit_bootstrap_ci(independent, units=arenas, n=2000, seed=0, resample_items=False))
+    two_stage = _width(unit_bootstrap_ci(independent, units=arenas, n=2000, seed=0))
+    assert 0.85 < units_only / frames < 1.15
+    assert 1.25 < two_stage / frames < 1.6
+    # the same holds for balanced accuracy when some games are much easier than others
+    games = np.repeat(np.arange(6), 200)
+    y = rng.integers(0, 17, len(games))
+    skill = np.repeat([0.1, 0.2, 0.35, 0.5, 0.65, 0.8], 200)
+    p = np.where(rng.random(len(games)) < skill, y, (y + 1) % 17)
+    by_event = unit_bootstrap_ci(y_true=y, y_pred=p, n=2000, seed=0)
+    by_game = unit_bootstrap_ci(y_true=y, y_pred=p, units=games, n=2000, seed=0)
+    assert by_game[0] <= balanced_accuracy(y, p) <= by_game[1]
+    assert _width(by_game) > 3 * _width(by_event)
+    np.testing.assert_allclose(by_event, bootstrap_ci((y, p), n=2000, seed=0), atol=0.01)
+
+
+def test_unit_bootstrap_has_the_distribution_of_an_explicit_two_stage_resample():
+    """The cell-count draws stand for the textbook procedure: draw games with replacement, then
+    events with replacement within each drawn game, and score the pooled events."""
+    rng = np.random.default_rng(3)
+    games = np.repeat(np.arange(5), [10, 25, 40, 15, 30])
+    y = rng.integers(0, 6, len(games))
+    skill = np.array([0.2, 0.8, 0.5, 0.3, 0.9])[games]
+    p = np.where(rng.random(len(games)) < skill, y, (y + 1) % 6)
+    iou = np.clip(skill + rng.normal(0, 0.1, len(games)), 0, 1)
+    members = [np.flatnonzero(games == g) for g in range(5)]
+    explicit_acc, explicit_iou = [], []
+    for _ in range(3000):
+        idx = np.concatenate([rng.choice(members[g], len(members[g])) for g in rng.integers(0, 5, 5)])
+        explicit_acc.append(balanced_accuracy(y[idx], p[idx]))
+        explicit_iou.append(iou[idx].mean())
+    q = [0.025, 0.5, 0.975]
+    fast_acc = unit_bootstrap(y_true=y, y_pred=p, units=games, n=3000, seed=0)
+    fast_iou = unit_bootstrap(iou, units=games, n=3000, seed=0)
+    np.testing.assert_allclose(np.quantile(fast_acc, q), np.quantile(explicit_acc, q), atol=0.02)
+    np.testing.assert_allclose(np.quantile(fast_iou, q), np.quantile(explicit_iou, q), atol=0.02)
+    assert np.array_equal(unit_bootstrap(iou, units=games, n=50, seed=4),
+                          unit_bootstrap(iou, units=games, n=50, seed=4))   # deterministic for a seed
+
+
+def test_unit_bootstrap_over_seeds_adds_the_seed_spread():
+    """(S, N) items: seeds resampled too; seeds that disagree widen the interval."""
+    rng = np.random.default_rng(1)
+    arenas = np.repeat(np.arange(4), 25)
+    base = np.clip(0.5 + np.repeat([-0.05, 0.0, 0.02, 0.04], 25) + rng.normal(0, 0.05, 100), 0, 1)
+    agree = unit_bootstrap_ci(np.stack([base, base, base]), units=arenas, n=2000, seed=0)
+    alone = unit_bootstrap_ci(base, units=arenas, n=2000, seed=0)
+    np.testing.assert_allclose(agree, alone, atol=0.01)         # identical seeds: no seed spread
+    spread = np.stack([base - 0.1, base, base + 0.1])
+    wide = unit_bootstrap_ci(spread, units=arenas, n=2000, seed=0)
+    assert wide[0] <= spread.mean() <= wide[1] and _width(wide) > 2 * _width(alone)
+
+
+# ------------------------------------------------------------------------------------ probes
+
 # ------------------------------------------------------------------------------------ probes
 
 def _basketball_data(signal: bool, seed=0, n=60, d=32):
@@ -242,30 +318,82 @@ def test_extract_features_normalizes_batches_and_restores_mode():
     np.testing.assert_allclose(pooled.numpy(), feats.mean(1).numpy(), atol=1e-6)
 
 
-def test_evaluate_runs_both_probes_and_names_metrics_as_the_contract():
+def test_evaluate_runs_both_probes_and_names_metrics_as_the_contract(tmp_path):
     rng = np.random.default_rng(0)
     n_b, n_s = 12, 51
     basketball = {
         "images": rng.integers(0, 256, size=(n_b, 224, 224, 3), dtype=np.uint8),
         "tiles": (rng.random((n_b, 14, 14)) < 0.2).astype(np.uint8),
         "split": np.array(["train"] * 6 + ["valid"] * 3 + ["test"] * 3),
+        "arena": np.array(["A"] * 6 + ["B"] * 3 + ["C", "D", "D"]),      # one valid arena, two test
     }
     soccer = {
         "images": rng.integers(0, 256, size=(n_s, 224, 224, 3), dtype=np.uint8),
         "label": np.arange(n_s) % 17,
         "split": np.repeat(np.array(["train", "valid", "test"]), 17),
+        "game": np.repeat(np.array(["g1", "g2", "g3", "g4", "g5", "g6"]), [9, 8, 9, 8, 9, 8]),
     }
     cfg = ProbeConfig(bootstrap=50, feature_batch=16)
     out = evaluate(TinyConvBackbone(), basketball, soccer, cfg, device="cpu", min_steps=200)
-    assert isinstance(out["basketball"], BasketballResult) and isinstance(out["soccer"], SoccerResult)
+    b, s = out["basketball"], out["soccer"]
+    assert isinstance(b, BasketballResult) and isinstance(s, SoccerResult)
     m = out["metrics"]
     assert set(m) == CONTRACT_NAMES
     assert all(isinstance(v, float) and np.isfinite(v) for v in m.values())
-    assert m["basketball_test_frames"] == 3 and m["soccer_test_events"] == 17
-    assert m["basketball_iou_ci_low"] <= m["basketball_iou"] <= m["basketball_iou_ci_high"]
-    assert set(metrics_dict(out["soccer"])) == {k for k in CONTRACT_NAMES if k.startswith("soccer")}
+    assert PROBE_METRICS == {"basketball": "basketball_iou", "soccer": "soccer_bal_acc"}
+    assert (test_name("soccer_bal_acc"), valid_name("soccer_bal_acc")) == ("test/soccer_bal_acc", "valid/soccer_bal_acc")
+    assert m["test/basketball_frames"] == 3 and m["valid/basketball_frames"] == 3
+    assert m["test/basketball_units"] == 2 and m["valid/basketball_units"] == 1
+    assert m["test/soccer_events"] == 17 and m["test/soccer_units"] == 2 and m["valid/soccer_units"] == 2
+    assert m["test/basketball_iou_ci_low"] <= m["test/basketball_iou"] <= m["test/basketball_iou_ci_high"]
+    assert m["valid/basketball_iou"] == b.val_scores[b.lr] and m["basketball_lr"] == b.lr
+    assert m["valid/soccer_bal_acc"] == s.val_scores[s.lr]
+    # units: >= 2 in the split -> that unit, else the item bootstrap
+    assert ci_units(out) == {"basketball": "arena", "soccer": "game"}
+    assert ci_units(out, "valid") == {"basketball": "frame", "soccer": "game"}
+    assert list(b.test_units) == ["C", "D", "D"] and list(s.test_units) == ["g5"] * 9 + ["g6"] * 8
+    assert set(metrics_dict(s)) == SOCCER_NAMES
     only = evaluate(TinyConvBackbone(), None, soccer, cfg, device="cpu", min_steps=200)
-    assert only["basketball"] is None and set(only["metrics"]) == {k for k in CONTRACT_NAMES if k.startswith("soccer")}
+    assert only["basketball"] is None and set(only["metrics"]) == SOCCER_NAMES
+
+    # the per-item arrays for the scorecard round-trip through one npz, no pickles
+    path = save_items(out, tmp_path / "probe_items.npz")
+    assert path == tmp_path / "probe_items.npz" and path.exists()
+    with np.load(path, allow_pickle=False) as z:
+        assert set(z.files) == {f"basketball__{sp}__{f}" for sp in ("valid", "test") for f in ("unit", "iou")} | {
+            f"soccer__{sp}__{f}" for sp in ("valid", "test") for f in ("unit", "true", "pred")}
+    items = load_items(path)
+    np.testing.assert_array_equal(items["basketball"]["test"]["iou"], b.per_frame_iou)
+    np.testing.assert_array_equal(items["basketball"]["valid"]["iou"], b.valid_per_frame_iou)
+    np.testing.assert_array_equal(items["basketball"]["test"]["unit"], ["C", "D", "D"])
+    np.testing.assert_array_equal(items["soccer"]["test"]["pred"], s.preds)
+    np.testing.assert_array_equal(items["soccer"]["valid"]["true"], s.valid_labels)
+    assert items["soccer"]["valid"]["pred"].dtype == np.int64
+    assert set(load_items(save_items(only, tmp_path / "soccer_only.npz"))) == {"soccer"}
+
+
+def test_probes_score_the_chosen_head_on_validation_with_unit_intervals():
+    feats, labels, split = _soccer_data(True, per_class=10)
+    games = np.array([f"game{i % 4}" for i in range(len(labels))])     # 4 games in every split
+    r = probe_soccer(feats, labels, split, cfg=CFG, device="cpu", min_steps=200, units=games)
+    va = split == "valid"
+    np.testing.assert_array_equal(r.valid_indices, np.flatnonzero(va))
+    np.testing.assert_array_equal(r.valid_labels, labels[va])
+    assert r.valid_bal_acc == balanced_accuracy(r.valid_labels, r.valid_preds) == r.val_scores[r.lr]
+    assert (r.unit, r.valid_unit) == ("game", "game")
+    assert r.ci == unit_bootstrap_ci(y_true=r.labels, y_pred=r.preds, units=games[split == "test"],
+                                     n=CFG.bootstrap, seed=CFG.seed)
+    assert r.valid_ci[0] <= r.valid_bal_acc <= r.valid_ci[1]
+    plain = probe_soccer(feats, labels, split, cfg=CFG, device="cpu", min_steps=200)   # no games
+    assert plain.unit == "event" and plain.ci == unit_bootstrap_ci(y_true=plain.labels, y_pred=plain.preds,
+                                                                   n=CFG.bootstrap, seed=CFG.seed)
+    feats, tiles, split = _basketball_data(True, n=40)
+    arenas = np.array(["a", "b"] * 20)
+    bb = probe_basketball(feats, tiles, split, cfg=CFG, device="cpu", min_steps=200, units=arenas)
+    assert bb.unit == "arena" and len(bb.valid_per_frame_iou) == bb.n_valid == 10
+    assert bb.valid_iou == pytest.approx(bb.valid_per_frame_iou.mean()) and bb.valid_iou == bb.val_scores[bb.lr]
+    with pytest.raises(ValueError, match="units"):
+        probe_basketball(feats, tiles, split, cfg=CFG, device="cpu", min_steps=200, units=arenas[:5])
 
 
 def test_extract_features_with_the_real_demo_backbone():

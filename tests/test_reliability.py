@@ -68,13 +68,13 @@ def test_a_diverging_trial_ends_diverged_optuna_is_told_and_the_sweep_goes_on(ra
     assert why["status"] == "diverged" and ("non-finite" in why["reason"] or "running median" in why["reason"])
     # ... and the other trial went on and finished, with its probe score.
     assert good.data.tags["sportray.status"] == "finished"
-    assert good.data.metrics["steps_done"] == 10 and "basketball_iou" in good.data.metrics
+    assert good.data.metrics["steps_done"] == 10 and "test/basketball_iou" in good.data.metrics
     assert "diverged_step" not in good.data.metrics
 
     # Tune: the diverged trial ended normally (not an error) without the objective.
     sweep_dir = Path(summary["sweep_dir"])
     last = {t.config["lr"]: t.last_result for t in ExperimentAnalysis(str(sweep_dir)).trials}
-    assert last[50.0]["status"] == "diverged" and "basketball_iou" not in last[50.0]
+    assert last[50.0]["status"] == "diverged" and "test/basketball_iou" not in last[50.0]
     assert last[1e-3]["status"] == "finished"
 
     # Optuna: the study Tune checkpointed (what a resumed sweep continues from) holds the
@@ -87,7 +87,7 @@ def test_a_diverging_trial_ends_diverged_optuna_is_told_and_the_sweep_goes_on(ra
     assert by_lr[50.0].state in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
     assert by_lr[50.0].value is None
     assert by_lr[1e-3].state == optuna.trial.TrialState.COMPLETE
-    assert by_lr[1e-3].value == pytest.approx(good.data.metrics["basketball_iou"])
+    assert by_lr[1e-3].value == pytest.approx(good.data.metrics["valid/basketball_iou"])  # Optuna reads validation
     print(f"diverged at step {diverged_step} ({why['reason']}); "
           f"optuna states: { {lr: t.state.name for lr, t in by_lr.items()} }")
 

@@ -68,7 +68,7 @@ def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(tiny_synth
     for r in trials:
         assert r.data.tags["mlflow.parentRunId"] in parents_before
         assert r.data.tags["sportray.status"] == "finished"
-        for metric in ("basketball_iou", "basketball_iou_ci_low", "soccer_bal_acc", "soccer_bal_acc_ci_high",
+        for metric in ("test/basketball_iou", "test/basketball_iou_ci_low", "test/soccer_bal_acc", "test/soccer_bal_acc_ci_high", "valid/basketball_iou",
                        "final_loss"):
             assert metric in r.data.metrics, metric
         assert r.data.params["steps"] == "4" and r.data.params["arm"] == "scratch"
@@ -117,14 +117,14 @@ def test_asha_stops_the_worse_loss_early_and_lets_the_better_trial_reach_its_pro
     good, bad = trials[0.05], trials[0.9]
     # the better trial ran all its steps and its probe (ASHA does not stop trials at the last step)
     assert good.data.tags["sportray.status"] == "finished"
-    assert good.data.metrics["steps_done"] == 16 and "basketball_iou" in good.data.metrics
+    assert good.data.metrics["steps_done"] == 16 and "test/basketball_iou" in good.data.metrics
     # the worse one was stopped at the first rung, says so, and kept its curve up to there
     assert bad.data.tags["sportray.status"] == "stopped", bad.data.tags
     assert bad.info.status == "KILLED"
     stopped_at = int(bad.data.metrics["stopped_step"])
     assert stopped_at == 4, stopped_at
     assert "ASHA" in bad.data.tags["mlflow.note.content"]
-    assert "basketball_iou" not in bad.data.metrics
+    assert "test/basketball_iou" not in bad.data.metrics
     # its curve, each step once, ending well before the recipe's 16 steps (the stop is asynchronous:
     # the worker may log a few steps past the rung before it is killed)
     curve = sorted(m.step for m in client.get_metric_history(bad.info.run_id, "train/loss"))
@@ -140,3 +140,33 @@ def test_asha_stops_the_worse_loss_early_and_lets_the_better_trial_reach_its_pro
     card = scorecard.build(scorecard.load_runs(client, "asha_sweep", parent_run_id=summary["parent_run_id"]))
     assert [r.run_id for r in card.stopped] == [bad.info.run_id]
     assert "stopped early on the LeJEPA loss" in scorecard.to_markdown(card)
+
+
+def test_best_recipe_is_chosen_on_validation_and_names_that_split():
+    """A sweep whose validation and test disagree reports as best the recipe that is better on
+    validation, prints which metric chose it, and still shows (never uses) the test figure."""
+    import numpy as np
+
+    from sportray import scorecard as S
+    from sportray.sweep import best_recipe, summary_lines
+
+    rng = np.random.default_rng(0)
+
+    def rec(key, seed, valid, test):
+        items = {s: {"unit": (np.arange(40) % 4).astype(str), "iou": np.clip(v + rng.normal(0, .02, 40), 0, 1)}
+                 for s, v in (("valid", valid), ("test", test))}
+        return S.RunRecord(run_id=f"{key}{seed}", run_name=f"{key} s{seed}", kind="trial", config_key=key,
+                           status="finished", params={"arm": "scratch", "steps": "60", "seed": str(seed)},
+                           metrics={"valid/basketball_iou": float(items["valid"]["iou"].mean()),
+                                    "test/basketball_iou": float(items["test"]["iou"].mean())},
+                           items={"basketball": items})
+
+    # "good-on-valid" wins on validation, "good-on-test" on test
+    records = [rec("good-on-valid", s, 0.6, 0.3) for s in (0, 1)] + \
+              [rec("good-on-test", s, 0.3, 0.6) for s in (0, 1)]
+    card = S.build(records, metrics=("basketball_iou",), n_boot=200)
+    best = best_recipe(card, "basketball_iou")
+    assert best["config"] == "good-on-valid" and best["chosen_on"] == "valid/basketball_iou"
+    assert best["test_mean"] < 0.4                      # shown as it is, though another row tests higher
+    text = "\n".join(summary_lines(card, "basketball_iou", best))
+    assert "Best recipe (by valid/basketball_iou, seed mean of 2): good-on-valid" in text

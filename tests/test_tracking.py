@@ -128,14 +128,14 @@ def test_status_and_final(client, exp, tmp_path):
     art = tmp_path / "panel.txt"
     art.write_text("x")
     a = T.trial_run(client, exp, parent, "ok", "k", {}, seed=0)
-    T.log_final(client, a, {"basketball_iou": 0.5, "diverged": 0, "final_loss": None}, [art], "finished")
+    T.log_final(client, a, {"test/basketball_iou": 0.5, "diverged": 0, "final_loss": None}, [art], "finished")
     b = T.trial_run(client, exp, parent, "bad", "k", {}, seed=1)
     T.log_final(client, b, {"diverged": 1, "diverged_step": 123}, [], "diverged")
     c = T.trial_run(client, exp, parent, "crash", "k", {}, seed=2)
     T.set_status(client, c, "failed")
     ra, rb, rc = (client.get_run(x) for x in (a, b, c))
     assert ra.info.status == "FINISHED" and ra.data.tags[T.TAG_STATUS] == "finished"
-    assert ra.data.metrics["basketball_iou"] == 0.5 and "final_loss" not in ra.data.metrics
+    assert ra.data.metrics["test/basketball_iou"] == 0.5 and "final_loss" not in ra.data.metrics
     assert [f.path for f in client.list_artifacts(a)] == ["panel.txt"]
     assert rb.info.status == "FINISHED" and rb.data.tags[T.TAG_STATUS] == "diverged"
     assert "step 123" in rb.data.tags[T.TAG_NOTE]

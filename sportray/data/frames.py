@@ -245,6 +245,9 @@ def build_store(sources: list[Source], out: str | Path | None, every_s: float = 
     tmp = path.with_name(path.name + f".tmp-{uuid.uuid4().hex[:8]}")
     error_dir = tmp / "_errors"
     ds, bad = decoded_dataset(sources, every_s, error_dir=str(error_dir))
+    # Blocks in plan order, not completion order: with the seeded shuffle the same inputs then
+    # give the same store, file by file (a trial's data order is a function of seed and store).
+    ds.context.execution_options.preserve_order = True
     ds = ds.random_shuffle(seed=seed)
     ds.write_parquet(str(tmp / "data"), min_rows_per_file=512, compression="zstd")
     if error_dir.exists():
@@ -271,11 +274,16 @@ def _read_frames(batch: dict):
             yield {"frame": rb.column(0).to_numpy()}
 
 
-def read_store(path: str | Path, max_frames: int = 0):
+def read_store(path: str | Path, max_frames: int = 0, seed: int | None = None):
     """The training-side Ray Dataset over a store: one column, frame (uint8 HxWx3).
 
     The store is shuffled at write time, so its first `max_frames` rows are a uniform random
     subset (the study's 32k-of-265k comparison).
+
+    Deterministic order: files in name order, or in a permutation drawn from `seed` (a trial's
+    seed), rows in file order, and Ray Data told to keep that order (`preserve_order`) instead of
+    yielding blocks as their reads finish. The same store and seed give the same batches in every
+    epoch and every run, whatever else the machine is doing.
 
     Why not `ray.data.read_parquet`: in Ray 2.60 its ListFiles step asks for a whole CPU at the
     start of every epoch and cannot be told otherwise; with trainers holding the cores (a
@@ -289,7 +297,10 @@ def read_store(path: str | Path, max_frames: int = 0):
     files = sorted(str(p) for p in (Path(path) / "data").glob("*.parquet"))
     if not files:
         raise DataError(path, "frame store has no Parquet files under data/")
+    if seed is not None:
+        files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))]
     ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
+    ds.context.execution_options.preserve_order = True
     ds = ds.map_batches(_read_frames, batch_size=1, batch_format="numpy", num_cpus=0.25)
     if max_frames:
         ds = ds.limit(max_frames)
