@@ -70,6 +70,9 @@ def main():
     ap.add_argument("--eager", action="store_true")
     ap.add_argument("--workers", default="1", help="comma list of worker counts (scaling.py passes 1,2)")
     ap.add_argument("--no-bare", action="store_true")
+    ap.add_argument("--data-orders", default="deterministic",
+                    help="comma list of deterministic,fast: the trainer run once per data order "
+                         "(PretrainConfig.deterministic_data True / False), to price determinism")
     args = ap.parse_args()
     import ray
 
@@ -108,10 +111,10 @@ def main():
     store = make_store(work / "store", store_frames)
     print(f"store: {store_frames} frames in {time.perf_counter() - t0:.1f} s, "
           f"{sum(f.stat().st_size for f in (store / 'data').glob('*')) / 2**20:.0f} MiB", flush=True)
-    for w in workers:
-        c = replace(cfg, workers=w)
-        r = trainer_run(c, store, str(work / "runs"), f"bench-w{w}")
-        row = {"what": f"TorchTrainer, store -> Ray Data -> worker", "workers": w, **r}
+    for w, order in [(w, o) for w in workers for o in args.data_orders.split(",")]:
+        c = replace(cfg, workers=w, deterministic_data=order == "deterministic")
+        r = trainer_run(c, store, str(work / "runs"), f"bench-w{w}-{order}")
+        row = {"what": f"TorchTrainer, store -> Ray Data -> worker ({order} order)", "workers": w, **r}
         if r["frames_s"]:
             row["frames_s_per_gpu"] = r["frames_s"] / w
         rows.append(row)

@@ -60,8 +60,10 @@ from sportray import tracking as T
 METRICS = ("basketball_iou", "soccer_bal_acc")
 SPLITS = ("valid", "test")
 METRIC_TITLES = {"basketball_iou": "Basketball IoU", "soccer_bal_acc": "Soccer bal. acc"}
-REFERENCE_TITLES = {"random": "Random init (reference)", "dinov3": "Frozen DINOv3 (reference)"}
+REFERENCE_TITLES = {"random": "Random init (reference)", "dinov3": "Frozen DINOv3 (reference)",
+                    "base": "Frozen LoRA base (reference)"}
 DINOV3_KEY = "reference dinov3"
+BASE_KEY = "reference base"      # the LoRA arm's frozen base when it is not DINOv3 (the demo's)
 FLOOR_KEY = "reference random"
 TASK_OF = {m: task for task, m in P.PROBE_METRICS.items()}     # "basketball_iou" -> "basketball"
 N_BOOT = 1000
@@ -400,7 +402,7 @@ def _vs_floor(row: SplitStats, floor: SplitStats) -> str | None:
 
 
 def _order(row: Row) -> tuple:
-    ref_rank = {"random": 0, "dinov3": 1}
+    ref_rank = {"random": 0, "dinov3": 1, "base": 2}
     if row.kind == T.KIND_REFERENCE:
         return (0, ref_rank.get(row.reference or "", 2), row.config)
     return (1, row.arm, row.views, row.clip if row.clip is not None else -1.0, row.steps, row.config)
@@ -447,7 +449,9 @@ def build(records: Iterable[RunRecord], metrics: Sequence[str] = METRICS, n_boot
         rows.append(row)
     rows.sort(key=_order)
 
-    bar = next((r for r in rows if r.config == DINOV3_KEY), None)
+    # The bar: frozen DINOv3, or else the LoRA arm's own frozen base (Δ = what the adapter adds).
+    bar = next((r for r in rows if r.config == DINOV3_KEY), None) or \
+        next((r for r in rows if r.config == BASE_KEY), None)
     floor = next((r for r in rows if r.config == FLOOR_KEY), None)
     for m in metrics:
         for r in rows:
@@ -536,8 +540,10 @@ def _units_line(card: Scorecard, m: str) -> str:
 
 def _table(card: Scorecard, m: str) -> list[str]:
     title = METRIC_TITLES.get(m, m)
+    bar = "base" if any(r.config == BASE_KEY for r in card.rows) and not any(
+        r.config == DINOV3_KEY for r in card.rows) else "DINOv3"
     head = ["Rank", "Model", "Seeds", "Valid mean [95 % interval]", "Test mean ± std [95 % interval]",
-            "Δ DINOv3 (test)", "vs floor (test)"]
+            f"Δ {bar} (test)", "vs floor (test)"]
     lines = [f"### {title}", "",
              f"Ranked on validation ({split_name('valid', m)}); test shown, never used to choose. "
              f"Intervals resample seeds × units × items — {_units_line(card, m)}.", "",
@@ -551,7 +557,7 @@ def _table(card: Scorecard, m: str) -> list[str]:
         valid = "—" if v.mean is None else f"{_f(v.mean)} {_interval(v)}"
         test = "—" if t.mean is None else (
             f"{_f(t.mean)} ± {_f(t.std)} {_interval(t)}" if t.n >= 2 else f"{_f(t.mean)} {_interval(t)}")
-        delta = "bar" if r.config == DINOV3_KEY else _f(s.delta_vs_dinov3, signed=True)
+        delta = "bar" if r.config in (DINOV3_KEY, BASE_KEY) else _f(s.delta_vs_dinov3, signed=True)
         floor = "floor" if r.config == FLOOR_KEY else (s.vs_floor or "—")
         cells = [rank, r.title, _seeds_cell(r), valid, test, delta, floor]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -569,7 +575,8 @@ def _footnote(card: Scorecard) -> list[str]:
         "averages the drawn seeds' metric — one seed: that run's unit bootstrap; `[—]`: some "
         "seed has no probe_items.npz (a one-seed row then shows its run's logged CI). Resampling "
         "items inside resampled units errs wide (within-unit noise counted twice). "
-        "**Δ DINOv3**: test mean − the frozen-DINOv3 row's"
+        "**Δ DINOv3** (or **Δ base**): test mean − the frozen-DINOv3 row's (without it, the frozen "
+        "LoRA base's: what the adapter adds)"
         + ("" if card.has_dinov3 else " (no dinov3 reference run in this experiment)") + ". "
         "**vs floor**: `above` / `below` when the row's test interval lies entirely above / below "
         "the random-init row's, `≈` otherwise"

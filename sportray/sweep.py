@@ -210,9 +210,12 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
         say(f"  skipped {bad['path']}: {bad['reason']}")
     probe_sets(data, paths)
     data = dataclasses.replace(data, store=store.path)
+    references, reference_weights = spec.references, weights
     if pretrain.arm == "lora" and pretrain.base in ("", "synthetic-demo"):
         from sportray.trial import ensure_demo_base
-        ensure_demo_base(data, store.path, str(storage_path / "train"))  # once, before trials race for it
+        # once, before trials race for it; without DINOv3 it is the bar the adapters are read against
+        reference_weights = ensure_demo_base(data, store.path, str(storage_path / "train"))
+        references = tuple(r for r in references if r != "dinov3") + ("base",)
 
     sweep_dir = latest_sweep_dir(storage_path, spec.name) if resume else None
     if resume and sweep_dir is None:
@@ -261,12 +264,12 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
             run_config=tune.RunConfig(name=sweep_dir.name, storage_path=str(storage_path),
                                       failure_config=tune.FailureConfig(max_failures=1), verbose=1))
     results = tuner.fit()
-    _mark_stopped_early(client, exp_id, parent, results)
-
     # The floor (and the bar) over the trials' seeds: a reference row has a spread like any row.
-    run_references(spec.references, seeds, data=data, probe=probe, tracking_uri=tracking_uri,
-                   experiment=spec.name, parent_run_id=parent, weights=weights, model=pretrain.model,
-                   gpus=1.0 if pretrain.gpus_per_worker > 0 else 0.0)
+    # After the trials, not beside them: their probes would take the cores Ray Data reads with.
+    run_references(references, seeds, data=data, probe=probe, tracking_uri=tracking_uri,
+                   experiment=spec.name, parent_run_id=parent, weights=reference_weights,
+                   model=pretrain.model, gpus=1.0 if pretrain.gpus_per_worker > 0 else 0.0)
+    _mark_stopped_early(client, exp_id, parent, results)
 
     records = scorecard.load_runs(client, spec.name, parent_run_id=parent)
     card = scorecard.build(records)

@@ -63,14 +63,15 @@ TAG_SWEEP_DIR = "sportray.sweep_dir"
 TAG_TRIAL_ID = "sportray.trial_id"
 TAG_CONFIG_KEY = "sportray.config_key"
 TAG_STATUS = "sportray.status"             # running | finished | diverged | failed
-TAG_REFERENCE = "sportray.reference"       # random | dinov3
+TAG_REFERENCE = "sportray.reference"       # random | dinov3 | base
+TAG_SEED = "sportray.seed"                 # a reference run's seed, set when the run is created
 TAG_PARENT = "mlflow.parentRunId"
 TAG_NOTE = "mlflow.note.content"           # the run's description in the MLflow UI
 TAG_PARAM_CONFLICT = "sportray.param_conflict."
 
 KIND_SWEEP, KIND_TRIAL, KIND_REFERENCE = "sweep", "trial", "reference"
 STATUSES = ("running", "finished", "diverged", "failed", "stopped")   # stopped: early, by ASHA
-REFERENCES = ("random", "dinov3")
+REFERENCES = ("random", "dinov3", "base")   # base: the LoRA arm's frozen base (not DINOv3)
 _MLFLOW_STATUS = {"running": "RUNNING", "finished": "FINISHED", "diverged": "FINISHED",
                   "failed": "FAILED", "stopped": "KILLED"}
 
@@ -305,17 +306,18 @@ def reference_run(client: MlflowClient, experiment_id: str, parent_id: str | Non
     """
     if reference not in REFERENCES:
         raise ValueError(f"reference {reference!r}: expected one of {', '.join(REFERENCES)}")
-    # One run per (parent, reference, seed): the random floor has a spread over seeds too.
-    found = [r for r in _find_runs(client, experiment_id,
-                                   {TAG_KIND: KIND_REFERENCE, TAG_REFERENCE: reference, TAG_PARENT: parent_id})
-             if r.data.params.get("seed", "0") == str(seed)]
+    # One run per (parent, reference, seed): the random floor has a spread over seeds too. The
+    # seed is a tag set at creation, so references of several seeds created at once (threads)
+    # never take each other's run before its params are logged.
+    found = _find_runs(client, experiment_id, {TAG_KIND: KIND_REFERENCE, TAG_REFERENCE: reference,
+                                               TAG_PARENT: parent_id, TAG_SEED: str(seed)})
     key = f"reference {reference}"
     if found:
         run_id = found[0].info.run_id
         set_status(client, run_id, "running")
     else:
         tags = {TAG_KIND: KIND_REFERENCE, TAG_REFERENCE: reference, TAG_CONFIG_KEY: key,
-                TAG_STATUS: "running"}
+                TAG_STATUS: "running", TAG_SEED: str(seed)}
         if parent_id:
             tags[TAG_PARENT] = parent_id
         run_id = _create_run(client, experiment_id, f"{key} s{seed}", tags)

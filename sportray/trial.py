@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sportray.config import DataConfig, PretrainConfig, ProbeConfig, absolute_tracking_uri, flatten
 
-DEMO_BASE_STEPS = 150
+DEMO_BASE_STEPS = 100
 
 
 
@@ -145,8 +145,11 @@ def ensure_demo_base(data: DataConfig, store_path: str, storage: str) -> str:
         return str(out / "backbone")
     say(f"LoRA demo: no DINOv3 weights given, so first pretraining a small synthetic-demo base "
         f"({DEMO_BASE_STEPS} steps, tiny ViT) -- this is NOT DINOv3 and is labelled base=synthetic-demo")
-    cfg = PretrainConfig(arm="scratch", model="vit_tiny_demo", steps=DEMO_BASE_STEPS, views="2x224+4x96",
-                         batch_size=16, seed=12345, checkpoint_every=DEMO_BASE_STEPS, log_every=25)
+    # The demo's scratch recipe (sweeps/scratch_views.py, demo preset), trained once.
+    cfg = PretrainConfig(arm="scratch", model="vit_tiny_demo", steps=DEMO_BASE_STEPS, views="2x224",
+                         batch_size=16, lr=1e-3, clip=1.0, lambda_sigreg=0.2, sigreg_directions=128,
+                         proj_dim=64, warmup_steps=10, seed=12345, checkpoint_every=DEMO_BASE_STEPS,
+                         log_every=25, cpus_per_worker=0.9)
     res = run_pretrain(cfg, read_store(store_path), storage_path=str(Path(storage).resolve()),
                        run_name="demo-base-" + Path(store_path).name)
     if res.status != "finished":
@@ -296,18 +299,22 @@ def run_reference(reference: str, *, data: DataConfig, probe: ProbeConfig, track
                                 "weights and never substitutes a random model for the bar")
     if reference == "dinov3" and not Path(weights).is_file():
         raise FileNotFoundError(f"--weights {weights}: file does not exist")
+    if reference == "base" and not Path(weights, "meta.json").is_file():
+        raise FileNotFoundError(f"reference base: {weights} is not a sportray backbone directory")
     probe = dataclasses.replace(probe, seed=seed)
     tracking_uri = absolute_tracking_uri(tracking_uri)
     client = tracking.connect(tracking_uri)
     exp_id = tracking.experiment_id(client, experiment)
-    params = {"reference": reference, "model": "vit_small_patch16_dinov3" if reference == "dinov3" else model,
-              "seed": seed, "weights": weights}
+    params = {"reference": reference, "model": {"dinov3": "vit_small_patch16_dinov3", "base": "frozen base"}
+              .get(reference, model), "seed": seed, "weights": weights}
     run_id = tracking.reference_run(client, exp_id, parent_run_id, reference, params, seed=seed)
     done = _finished_metrics(client, run_id)
     if done is not None:
         return done
     soccer_npz, basketball_npz = probe_sets(data)
     source = {"reference": reference, "model": model, "seed": seed, "weights": weights}
+    if reference == "base":
+        source["checkpoint"] = weights       # the frozen base itself, probed like any backbone
     with tempfile.TemporaryDirectory() as tmp:
         metrics, artifacts = run_probe_task(source, str(soccer_npz), str(basketball_npz), probe,
                                             str(Path(tmp) / "probe"), gpus=gpus, title=f"reference {reference}")
@@ -322,15 +329,19 @@ def run_references(references, seeds, *, data: DataConfig, probe: ProbeConfig, t
                    model: str = "vit_small", gpus: float = 0.0) -> dict[tuple[str, int], dict]:
     """Every reference over the same seeds as the trials: {(reference, seed): metrics}. The
     frozen-DINOv3 bar without weights is skipped with a message, never replaced by a random model."""
-    out = {}
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = []
     for ref in references:
         if ref == "dinov3" and not weights:
             say("reference dinov3: unavailable (no --weights file given); the bar is left out, "
                 "never replaced by a random model")
             continue
-        for seed in seeds:
-            say(f"reference {ref}, seed {seed}: probing")
-            out[(ref, int(seed))] = run_reference(
-                ref, data=data, probe=probe, tracking_uri=tracking_uri, experiment=experiment,
-                parent_run_id=parent_run_id, weights=weights, model=model, seed=int(seed), gpus=gpus)
-    return out
+        todo += [(ref, int(seed)) for seed in seeds]
+    say(f"references: probing {', '.join(f'{r} s{s}' for r, s in todo)}")
+    # Each probe is a Ray task: submit them together and let the cluster run what fits.
+    with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+        futures = {key: pool.submit(run_reference, key[0], data=data, probe=probe, tracking_uri=tracking_uri,
+                                    experiment=experiment, parent_run_id=parent_run_id, weights=weights,
+                                    model=model, seed=key[1], gpus=gpus) for key in todo}
+        return {key: f.result() for key, f in futures.items()}

@@ -21,11 +21,14 @@ SPEC = SweepSpec(
     space={"steps": tune.choice([10_000, 30_000, 50_000, 100_000])},
     presets={
         "demo": Preset(
-            pretrain=dict(arm="lora", model="vit_tiny_demo", base="synthetic-demo", views="2x224+6x96",
-                          batch_size=16, warmup_steps=5, log_every=10, checkpoint_every=40,
-                          cpus_per_worker=0.45, sigreg_directions=128, proj_dim=64),
-            data=dict(every_s=1.0), num_configs=2, seeds=(0, 1),
-            space={"steps": tune.choice([20, 40, 80])}),
+            pretrain=dict(arm="lora", model="vit_tiny_demo", base="synthetic-demo", views="2x224",
+                          batch_size=16, warmup_steps=5, log_every=10, checkpoint_every=40, lr=1e-3,
+                          clip=1.0, lambda_sigreg=0.2, cpus_per_worker=0.45, sigreg_directions=128,
+                          proj_dim=64),
+            data=dict(every_s=2.0), num_configs=3, seeds=(0, 1),
+            space={"steps": tune.choice([20, 40, 80])},
+            # a curve of three points, each with two seeds (the study: two points are not a curve)
+            start_points=[dict(steps=20), dict(steps=40), dict(steps=80)]),
         "paper": Preset(
             pretrain=dict(arm="lora", model="vit_small", views="2x224+6x96", batch_size=256,
                           warmup_steps=500, log_every=50, checkpoint_every=2000, gpus_per_worker=1,

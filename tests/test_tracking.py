@@ -174,3 +174,17 @@ def test_config_key_and_run_name():
     assert T.config_key(PretrainConfig(arm="lora", base="/w/dinov3_vits16.pth")) == \
         "lora 2x224+6x96 steps=50 clip=off base=dinov3_vits16.pth"
     assert T.run_name("scratch 6x224 steps=100 clip=off", 2) == "scratch 6x224 steps=100 clip=off s2"
+
+
+def test_references_of_several_seeds_created_at_once_keep_one_run_per_seed(client, exp, tmp_path):
+    """The sweep probes a reference's seeds in threads: a seed never takes another seed's run
+    (found before that run's params were logged), and asking again returns the same runs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    parent = T.parent_run(client, exp, "s", tmp_path / "sw-seeds", {})
+    with ThreadPoolExecutor(4) as pool:
+        ids = list(pool.map(lambda s: T.reference_run(client, exp, parent, "random", {"model": "m"}, seed=s),
+                            [0, 1, 2, 3]))
+    assert len(set(ids)) == 4
+    assert [client.get_run(i).data.params["seed"] for i in ids] == ["0", "1", "2", "3"]
+    assert [T.reference_run(client, exp, parent, "random", {"model": "m"}, seed=s) for s in (0, 1, 2, 3)] == ids
