@@ -64,7 +64,7 @@ def main():
         if run.data.tags.get("sportray.kind") != "trial":
             continue
         loss = sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)
-        probe = client.get_metric_history(run.info.run_id, "basketball_iou")
+        probe = client.get_metric_history(run.info.run_id, "test/basketball_iou")
         if not loss or not probe:
             rows.append({"trial": run.info.run_name, "status": run.data.tags.get("sportray.status")})
             continue

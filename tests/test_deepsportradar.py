@@ -254,3 +254,29 @@ def test_split_errors():
         dsr.split_arenas(_samples(["A"]))
     with pytest.raises(ConfigError, match="none left to train on"):
         dsr.split_arenas(_samples(["A", "B"]), test_arenas="A,B")
+
+
+# ----------------------------------------------------------------------------- probe set
+
+def test_basketball_probe_set_built_by_ray_tasks_matches_the_serial_rule(ray_session, tiny_synthetic,
+                                                                        tmp_path, monkeypatch):
+    """build_basketball loads images in chunks on Ray tasks; the result is in split order and
+    equals loading every sample one by one (image, union mask, 25 % tile labels)."""
+    from sportray.data import probesets
+
+    monkeypatch.setattr(probesets, "BASKETBALL_CHUNK", 5)          # several tasks, a short last one
+    root = Path(tiny_synthetic) / "deepsportradar"
+    out = probesets.build_basketball(root, tmp_path, split_seed=0)
+    got = probesets.load(out)
+    splits = dsr.split_arenas(dsr.read_dataset(root), seed=0)
+    order = [(k, s) for k, items in splits.items() for s in items]
+    assert got["split"].tolist() == [k for k, _ in order]
+    assert got["arena"].tolist() == [s.arena for _, s in order]
+    assert got["name"].tolist() == [str(s.image_path) for _, s in order]
+    assert got["images"].shape == (len(order), 224, 224, 3) and got["tiles"].shape == (len(order), 14, 14)
+    for i, (_, s) in enumerate(order):
+        img, mask, tiles = probesets._load_basketball_item(s)
+        np.testing.assert_array_equal(got["images"][i], img)
+        np.testing.assert_array_equal(got["masks"][i], mask)
+        np.testing.assert_array_equal(got["tiles"][i], tiles)
+    assert probesets.build_basketball(root, tmp_path, split_seed=0) == out      # cached

@@ -85,7 +85,7 @@ def test_trial_dashboard_is_one_trial_chosen_by_a_variable():
     assert all('trial="$trial"' in e for e in exprs), exprs  # exact match: names hold + . =
     names = " ".join(exprs)
     for n in ("loss", "inv", "sigreg", "grad_norm", "rel_dist_init", "frames_per_s", "data_wait_s",
-              "test/basketball_iou", "test/soccer_bal_acc"):
+              "basketball_iou", "soccer_bal_acc"):
         assert f"ray_sportray_{n}" in names, n
 
 

@@ -22,27 +22,101 @@ SMALL = dict(n_games=2, half_s=5.0, n_arenas=2, images_per_arena=2)
 
 def test_default_plan_uses_every_class_balanced_in_every_game():
     plans = synthetic.plan_games(seed=0)
-    assert len(plans) == synthetic.DEFAULTS["n_games"] == 8
+    assert len(plans) == synthetic.DEFAULTS["n_games"] == 64
+    assert all(len(p.events) == 30 for p in plans)                    # 15 per half
     counts = synthetic.summary_of(plans)["events_per_class"]
     assert list(counts) == list(SOCCER_CLASSES)
-    assert min(counts.values()) >= 8 and max(counts.values()) - min(counts.values()) <= 2
+    assert min(counts.values()) >= 100 and max(counts.values()) - min(counts.values()) <= 2
     for p in plans:
         assert {e.label for e in p.events} == set(SOCCER_CLASSES)       # all 17 in each game
+        assert p.home != p.away
         for half in (1, 2):
             pos = sorted(e.position_ms for e in p.events if e.half == half)
+            assert len(pos) == 15
             assert pos[0] > synthetic.BLEND_S * 1000
             assert pos[-1] < (synthetic.DEFAULTS["half_s"] - synthetic.BLEND_S) * 1000
             assert min(np.diff(pos)) >= 2 * synthetic.BLEND_S * 1000     # scenes never overlap
-    assert len({p.id for p in plans}) == 8
+    assert len({p.id for p in plans}) == 64
+    assert len({(p.home, p.away) for p in plans}) == 64               # no repeated fixtures
+
+
+def _planned_games(plans):
+    return [soccernet.Game(p.league, p.season, p.name, Path(p.id)) for p in plans]
 
 
 def test_every_split_by_game_has_all_classes():
     plans = synthetic.plan_games(seed=0)
-    games = [soccernet.Game(p.league, p.season, p.name, Path(p.id)) for p in plans]
     labels = {p.id: {e.label for e in p.events} for p in plans}
     for seed in range(3):
-        for split, gs in soccernet.split_games(games, seed=seed).items():
+        for split, gs in soccernet.split_games(_planned_games(plans), seed=seed).items():
             assert gs and set().union(*(labels[g.id] for g in gs)) == set(SOCCER_CLASSES), split
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_soccer_sizes_with_the_default_seeded_split(seed):
+    """What the probe-set build (probesets.build_soccer: split_games(games, seed)) gets from the
+    default corpus: >= 1,000 train events, >= 300 test events over >= 10 games, >= 150 valid
+    events over >= 5 games, all 17 classes in each split. Computed from the plan (no video)."""
+    plans = synthetic.plan_games(seed=seed)
+    events = {p.id: p.events for p in plans}
+    splits = soccernet.split_games(_planned_games(plans), seed=seed)
+    n_games = {k: len(v) for k, v in splits.items()}
+    n_events = {k: sum(len(events[g.id]) for g in v) for k, v in splits.items()}
+    assert n_games == {"train": 44, "valid": 10, "test": 10}
+    assert n_events == {"train": 1320, "valid": 300, "test": 300}
+    for k, gs in splits.items():
+        per_class = {c: 0 for c in SOCCER_CLASSES}
+        for g in gs:
+            for e in events[g.id]:
+                per_class[e.label] += 1
+        assert min(per_class.values()) >= len(gs), k                # every class in every game
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_basketball_sizes_with_the_default_seeded_split(seed):
+    """probesets.build_basketball: split_arenas(samples, test_arenas=None, seed) on the default
+    layout -> >= 100 test frames over >= 3 arenas, >= 60 valid over >= 2, >= 150 train."""
+    layout = synthetic.deepsportradar_layout(seed)
+    assert len(layout) == 13 * 34 and len({x["file_name"] for x in layout}) == len(layout)
+    samples = [dsr.Sample(Path(x["file_name"]), x["file_name"], x["arena"], 640, 480, i)
+               for i, x in enumerate(layout)]
+    splits = dsr.split_arenas(samples, test_arenas=None, seed=seed)
+    arenas = {k: {s.arena for s in v} for k, v in splits.items()}
+    assert {k: len(v) for k, v in arenas.items()} == {"train": 8, "valid": 2, "test": 3}
+    assert {k: len(v) for k, v in splits.items()} == {"train": 272, "valid": 68, "test": 102}
+    assert not (arenas["test"] & arenas["train"]) and not (arenas["valid"] & arenas["train"])
+    assert not set(dsr.DEFAULT_TEST_ARENAS) & set(synthetic.arena_names(13))   # seeded choice
+
+
+def test_default_video_length_and_frame_store_size():
+    """4,096 s of video; a frame store holds 4,096 frames at one every 1 s, 2,048 at one every 2 s
+    (frames.build_store samples each half with video.sample_times)."""
+    from sportray.data.video import sample_times
+
+    d = synthetic.DEFAULTS
+    halves = 2 * d["n_games"]
+    assert halves * d["half_s"] == 4096
+    assert halves * len(sample_times(d["half_s"], 1.0)) == 4096
+    assert halves * len(sample_times(d["half_s"], 2.0)) == 2048
+
+
+def test_the_hold_shows_the_scene_exactly():
+    """At the probe frame (the middle of the hold) every actor stands where the class's
+    arrangement puts it (up to the wiggle), not somewhere between it and ordinary play."""
+    for i, label in enumerate(SOCCER_CLASSES):
+        ev = synthetic.PlannedEvent(half=1, position_ms=2000, label=label, team="home", zoom=2,
+                                    side=0, flip_y=False, key=100 + i)
+        tl = synthetic._timeline(np.random.default_rng(i), 1, 4 * synthetic.FPS, [ev])
+        sc = synthetic._event_scene(ev)
+        k = 2 * synthetic.FPS
+        err = np.abs(tl.pos[k] - sc.pos).max(axis=1)
+        assert (err[sc.visible] <= sc.wiggle[sc.visible] + 1e-9).all(), label
+        assert np.allclose(tl.ball[k], sc.ball) and np.allclose(tl.cam[k], sc.cam), label
+        assert tl.zoom[k] == 2 and tl.items[k] == sc.items, label
+        sel = sc.pose >= 0
+        assert (tl.pose[k][sel] == sc.pose[sel]).all(), label
+        # outside the blend window: ordinary play, no scene
+        assert tl.zoom[0] == 1 and tl.items[0] == [], label
 
 
 def test_plan_is_deterministic_and_seeded():
@@ -227,12 +301,13 @@ def test_ensure_synthetic_caches_and_is_atomic(tmp_path, monkeypatch):
     calls: list = []
     monkeypatch.setattr(synthetic, "write_synthetic", _fake_writer(calls))
     root = synthetic.ensure_synthetic(tmp_path, seed=3)
-    assert root == tmp_path / "synthetic-v1-seed3" and (root / "DONE").is_file()
+    assert synthetic.VERSION == "synthetic-v2"
+    assert root == tmp_path / "synthetic-v2-seed3" and (root / "DONE").is_file()
     assert (root / "all.txt").is_file() and len(calls) == 1
     assert calls[0][0] != root                                  # written elsewhere, then renamed
     assert synthetic.ensure_synthetic(tmp_path, seed=3) == root and len(calls) == 1   # reused
     other = synthetic.ensure_synthetic(tmp_path, seed=3, n_games=2)
-    assert other != root and other.name.startswith("synthetic-v1-seed3-") and len(calls) == 2
+    assert other != root and other.name.startswith("synthetic-v2-seed3-") and len(calls) == 2
     assert not list(tmp_path.glob(".synthetic-*"))
 
 
@@ -241,19 +316,19 @@ def test_killed_write_leaves_no_corpus(tmp_path, monkeypatch):
     monkeypatch.setattr(synthetic, "write_synthetic", _fake_writer(calls, fail=True))
     with pytest.raises(KeyboardInterrupt):
         synthetic.ensure_synthetic(tmp_path, seed=0)
-    assert not (tmp_path / "synthetic-v1-seed0").exists()
+    assert not (tmp_path / "synthetic-v2-seed0").exists()
     assert not list(tmp_path.glob(".synthetic-*"))
 
 
 def test_stale_leftovers_are_replaced(tmp_path, monkeypatch):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f".synthetic-v1-seed0.tmp-{dead.pid}-abcdef12"
+    stale = tmp_path / f".synthetic-v2-seed0.tmp-{dead.pid}-abcdef12"
     stale.mkdir()
     (stale / "junk").write_text("x")
-    alive = tmp_path / f".synthetic-v1-seed0.tmp-{os.getpid()}-12345678"
+    alive = tmp_path / f".synthetic-v2-seed0.tmp-{os.getpid()}-12345678"
     alive.mkdir()
-    incomplete = tmp_path / "synthetic-v1-seed0"
+    incomplete = tmp_path / "synthetic-v2-seed0"
     incomplete.mkdir()
     (incomplete / "half.mkv").write_text("x")                     # no DONE: not trusted
     calls: list = []

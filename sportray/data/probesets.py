@@ -111,7 +111,8 @@ def _load_basketball_item(sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from sportray.data import deepsportradar
 
     try:
-        img = np.asarray(Image.open(sample.image_path).convert("RGB"))
+        with Image.open(sample.image_path) as im:
+            img = np.array(im.convert("RGB"))
     except (OSError, ValueError) as exc:
         raise DataError(sample.image_path, f"unreadable image ({exc})") from None
     mask = deepsportradar.union_mask(sample)
@@ -121,9 +122,21 @@ def _load_basketball_item(sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, deepsportradar.resize_mask(mask), deepsportradar.tile_labels(mask)
 
 
+def _load_basketball_items(samples: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One Ray task's share: (images, masks, tiles) stacked, in the order given."""
+    items = [_load_basketball_item(s) for s in samples]
+    return tuple(np.stack([it[k] for it in items]) for k in range(3))
+
+
+BASKETBALL_CHUNK = 24     # images per Ray task: ~0.5-1 s of work, so the tasks spread over the CPUs
+
+
 def build_basketball(root: str | Path, out_dir: str | Path, test_arenas: str = "",
                      split_seed: int = 0) -> Path:
-    """DeepSportRadar images + masks -> basketball.npz (cached)."""
+    """DeepSportRadar images + masks -> basketball.npz (cached). Images are decoded, resized and
+    their masks rasterized by Ray tasks (chunks of BASKETBALL_CHUNK), gathered in split order."""
+    import ray
+
     from sportray.data import deepsportradar
 
     root = Path(root)
@@ -135,14 +148,17 @@ def build_basketball(root: str | Path, out_dir: str | Path, test_arenas: str = "
     samples = deepsportradar.read_dataset(root)
     arenas = [a.strip() for a in test_arenas.split(",") if a.strip()] or None
     splits = deepsportradar.split_arenas(samples, test_arenas=arenas, seed=split_seed)
-    images, masks, tiles, split, arena, name = [], [], [], [], [], []
-    for split_name, items in splits.items():
-        for s in items:
-            img, m, t = _load_basketball_item(s)
-            images.append(img); masks.append(m); tiles.append(t)
-            split.append(split_name); arena.append(s.arena); name.append(str(s.image_path))
+    ordered = [(split_name, s) for split_name, items in splits.items() for s in items]
+    if not ordered:
+        raise DataError(root, "no labelled images in any split")
+    load = ray.remote(num_cpus=1)(_load_basketball_items)
+    refs = [load.remote([s for _, s in ordered[i:i + BASKETBALL_CHUNK]])
+            for i in range(0, len(ordered), BASKETBALL_CHUNK)]
+    parts = [ray.get(r) for r in refs]
+    images, masks, tiles = (np.concatenate([p[k] for p in parts]) for k in range(3))
     out.parent.mkdir(parents=True, exist_ok=True)
-    _save_npz(out, images=np.stack(images), masks=np.stack(masks), tiles=np.stack(tiles).astype(np.uint8),
-              split=np.asarray(split, "<U5"), arena=np.asarray(arena, "<U64"),
-              name=np.asarray(name, "<U256"))
+    _save_npz(out, images=images, masks=masks, tiles=tiles.astype(np.uint8),
+              split=np.asarray([n for n, _ in ordered], "<U5"),
+              arena=np.asarray([s.arena for _, s in ordered], "<U64"),
+              name=np.asarray([str(s.image_path) for _, s in ordered], "<U256"))
     return out
