@@ -19,7 +19,6 @@ from sportray.config import DataConfig, PretrainConfig, ProbeConfig, absolute_tr
 DEMO_BASE_STEPS = 100
 
 
-
 def code_version() -> str:
     """The sportray code a trial ran: package version + a hash of its source files (a re-run on
     other code says so instead of passing for the same trial)."""
@@ -246,8 +245,8 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
                     raise
                 # A diverged backbone may hold NaN weights: its probe failing is part of the finding.
                 say(f"trial {trial_id}: probe of the diverged backbone failed ({type(exc).__name__}: {exc})")
-        tags = ci_unit_tags(next(a for a in artifacts if a.endswith("probe_metrics.json"))) \
-            if any(a.endswith("probe_metrics.json") for a in artifacts) else {}
+        probed = [a for a in artifacts if a.endswith("probe_metrics.json")]
+        tags = ci_unit_tags(probed[0]) if probed else {}
         tracking.log_final(client, run_id, final, artifacts, status=res.status, step=res.steps, tags=tags)
     from sportray.metrics import report_probe
     report_probe(tracking.run_name(key, cfg.seed), cfg.arm, {**final, "status": res.status})  # Grafana's sweep overview
@@ -318,8 +317,8 @@ def run_reference(reference: str, *, data: DataConfig, probe: ProbeConfig, track
     with tempfile.TemporaryDirectory() as tmp:
         metrics, artifacts = run_probe_task(source, str(soccer_npz), str(basketball_npz), probe,
                                             str(Path(tmp) / "probe"), gpus=gpus, title=f"reference {reference}")
-        tags = ci_unit_tags(next(a for a in artifacts if a.endswith("probe_metrics.json")))
-        tracking.log_final(client, run_id, metrics, artifacts, status="finished", tags=tags)
+        probed = [a for a in artifacts if a.endswith("probe_metrics.json")]
+        tracking.log_final(client, run_id, metrics, artifacts, status="finished", tags=ci_unit_tags(probed[0]))
     metrics.update({"status": "finished", "mlflow_run_id": run_id})
     return metrics
 

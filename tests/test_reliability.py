@@ -74,7 +74,7 @@ def test_a_diverging_trial_ends_diverged_optuna_is_told_and_the_sweep_goes_on(ra
     # Tune: the diverged trial ended normally (not an error) without the objective.
     sweep_dir = Path(summary["sweep_dir"])
     last = {t.config["lr"]: t.last_result for t in ExperimentAnalysis(str(sweep_dir)).trials}
-    assert last[50.0]["status"] == "diverged" and "test/basketball_iou" not in last[50.0]
+    assert last[50.0]["status"] == "diverged" and "valid/basketball_iou" not in last[50.0]  # no objective
     assert last[1e-3]["status"] == "finished"
 
     # Optuna: the study Tune checkpointed (what a resumed sweep continues from) holds the

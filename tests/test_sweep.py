@@ -81,6 +81,18 @@ def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(tiny_synth
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"scorecard.md", "scorecard.csv"} <= artifacts
 
+    # A logged trial runs again from its MLflow run alone (config, store, seed) to the same numbers.
+    original = trials[0]
+    rerun = subprocess.run([sys.executable, "-m", "sportray.cli", "pretrain", "--rerun", original.info.run_id,
+                            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--experiment", "reruns",
+                            "--storage", str(tmp_path / "rerun-runs")],
+                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"re-run of {original.info.run_id}" in rerun.stderr
+    [again] = client.search_runs([client.get_experiment_by_name("reruns").experiment_id])
+    for metric in ("final_loss", "valid/basketball_iou", "test/basketball_iou", "test/soccer_bal_acc"):
+        assert abs(again.data.metrics[metric] - original.data.metrics[metric]) <= 1e-6, metric
+
 
 def test_asha_stops_the_worse_loss_early_and_lets_the_better_trial_reach_its_probe(ray_session, tiny_synthetic, sweep_data_dir,
                                                                                    tmp_path):
