@@ -111,9 +111,11 @@ def probe_backbone(backbone_source: dict, soccer_npz: str, basketball_npz: str, 
     return metrics, [str(a) for a in artifacts]
 
 
-def ci_unit_tags(metrics_json: str) -> dict[str, str]:
-    """MLflow tags naming what each probe's interval resamples (arena/game, or frame/event)."""
-    units = json.loads(Path(metrics_json).read_text()).get("ci_units", {})
+def ci_unit_tags(artifacts: list[str]) -> dict[str, str]:
+    """MLflow tags naming what each probe's interval resamples (arena/game, or frame/event), from
+    the probe's probe_metrics.json among `artifacts`; {} when there was no probe."""
+    found = [a for a in artifacts if a.endswith("probe_metrics.json")]
+    units = json.loads(Path(found[0]).read_text()).get("ci_units", {}) if found else {}
     return {f"sportray.ci_unit.{task}": unit for task, unit in units.items()}
 
 
@@ -245,9 +247,8 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
                     raise
                 # A diverged backbone may hold NaN weights: its probe failing is part of the finding.
                 say(f"trial {trial_id}: probe of the diverged backbone failed ({type(exc).__name__}: {exc})")
-        probed = [a for a in artifacts if a.endswith("probe_metrics.json")]
-        tags = ci_unit_tags(probed[0]) if probed else {}
-        tracking.log_final(client, run_id, final, artifacts, status=res.status, step=res.steps, tags=tags)
+        tracking.log_final(client, run_id, final, artifacts, status=res.status, step=res.steps,
+                           tags=ci_unit_tags(artifacts))
     from sportray.metrics import report_probe
     report_probe(tracking.run_name(key, cfg.seed), cfg.arm, {**final, "status": res.status})  # Grafana's sweep overview
     final.update({"status": res.status, "mlflow_run_id": run_id, "checkpoint": res.backbone_dir})
@@ -317,8 +318,7 @@ def run_reference(reference: str, *, data: DataConfig, probe: ProbeConfig, track
     with tempfile.TemporaryDirectory() as tmp:
         metrics, artifacts = run_probe_task(source, str(soccer_npz), str(basketball_npz), probe,
                                             str(Path(tmp) / "probe"), gpus=gpus, title=f"reference {reference}")
-        probed = [a for a in artifacts if a.endswith("probe_metrics.json")]
-        tracking.log_final(client, run_id, metrics, artifacts, status="finished", tags=ci_unit_tags(probed[0]))
+        tracking.log_final(client, run_id, metrics, artifacts, status="finished", tags=ci_unit_tags(artifacts))
     metrics.update({"status": "finished", "mlflow_run_id": run_id})
     return metrics
 

@@ -188,3 +188,12 @@ def test_references_of_several_seeds_created_at_once_keep_one_run_per_seed(clien
     assert len(set(ids)) == 4
     assert [client.get_run(i).data.params["seed"] for i in ids] == ["0", "1", "2", "3"]
     assert [T.reference_run(client, exp, parent, "random", {"model": "m"}, seed=s) for s in (0, 1, 2, 3)] == ids
+
+
+def test_ci_unit_tags_name_what_each_probe_interval_resampled(tmp_path):
+    from sportray.trial import ci_unit_tags
+
+    (tmp_path / "probe_metrics.json").write_text('{"metrics": {}, "ci_units": {"basketball": "arena", "soccer": "game"}}')
+    assert ci_unit_tags([str(tmp_path / "curves.png"), str(tmp_path / "probe_metrics.json")]) == \
+        {"sportray.ci_unit.basketball": "arena", "sportray.ci_unit.soccer": "game"}
+    assert ci_unit_tags([str(tmp_path / "curves.png")]) == {}   # no probe ran: no tags
