@@ -65,7 +65,9 @@ def cmd_synth(args) -> int:
 def cmd_inspect(args) -> int:
     from sportray.data.inspect import inspect
 
-    summary, problems = inspect(args.dir)
+    summary, problems = inspect(args.dir, soccer_splits=args.soccer_splits,
+                                basketball_coco=args.basketball_coco,
+                                basketball_images=args.basketball_images)
     summary["problems"] = [{"file": p.path, "reason": p.reason} for p in problems]
     print(json.dumps(summary, indent=1, default=str))
     for p in problems:
@@ -201,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="JSON summary of a corpus or probe set; non-zero exit on bad input")
     p.add_argument("dir")
+    p.add_argument("--soccer-splits", default="",
+                   help="folder of SoccerNetGames{Train,Valid,Test}.json (default: DIR's own, if any)")
+    p.add_argument("--basketball-coco", default="",
+                   help="the COCO file the basketball probe uses (train|val|test|trainval|trainvaltest|"
+                        "challenge or a path; default trainvaltest)")
+    p.add_argument("--basketball-images", default="",
+                   help="folder the COCO file_names are relative to (default: detected)")
     p.set_defaults(fn=cmd_inspect)
 
     p = sub.add_parser("frames", help="decode a corpus into a frame store with Ray Data (reused when unchanged)")

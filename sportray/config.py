@@ -98,6 +98,14 @@ class DataConfig:
     soccer_labels: str = ""          # SoccerNet root for the soccer probe; "" -> corpus or synthetic
     test_arenas: str = ""            # comma list; "" -> the dataset's default held-out arenas
     split_seed: int = 0
+    basketball_coco: str = ""        # the COCO file of the basketball probe: train|val|test|trainval|
+                                     # trainvaltest|challenge or a .json path; "" -> trainvaltest.json
+                                     # when present, else the only one
+    basketball_images: str = ""      # folder the COCO file_names are relative to; "" -> detected (the
+                                     # json's folder, the root, or basketball-instants-dataset/)
+    soccer_splits: str = ""          # folder with SoccerNetGames{Train,Valid,Test}.json (SoccerNet's
+                                     # official splits); "" -> the SoccerNet root's, else a seeded split
+    soccer_include_not_shown: bool = False  # put "not shown" events back into the soccer probe
 
     def absolute(self) -> "DataConfig":
         """The same config with local paths made absolute: Ray workers (Tune trials, Train
@@ -112,10 +120,15 @@ class DataConfig:
                 out.append(fix(folder) + (sep + weight if sep else ""))
             return ",".join(out)
 
+        coco = self.basketball_coco
+        coco_is_path = "/" in coco or coco.lower().endswith(".json") and Path(coco).is_file()
         return dataclasses.replace(self, data_dir=fix(self.data_dir), corpus=fix(self.corpus),
                                    store=fix(self.store), basketball=fix(self.basketball),
                                    soccer_labels=fix(self.soccer_labels),
-                                   extra_sources=fix_sources(self.extra_sources))
+                                   extra_sources=fix_sources(self.extra_sources),
+                                   basketball_coco=fix(coco) if coco_is_path else coco,
+                                   basketball_images=fix(self.basketball_images),
+                                   soccer_splits=fix(self.soccer_splits))
 
 
 @dataclass

@@ -360,6 +360,13 @@ def parser_for(spec: SweepSpec) -> argparse.ArgumentParser:
     p.add_argument("--corpus", default=None, help="pretraining videos (SoccerNet root or any folder)")
     p.add_argument("--basketball", default=None, help="DeepSportRadar root for the basketball probe")
     p.add_argument("--soccer-labels", default=None, help="SoccerNet root with Labels-v2.json (soccer probe)")
+    p.add_argument("--soccer-splits", default=None,
+                   help="folder of SoccerNetGames{Train,Valid,Test}.json (default: the SoccerNet root's, else seeded)")
+    p.add_argument("--soccer-include-not-shown", action="store_true",
+                   help='put "not shown" events back into the soccer probe')
+    p.add_argument("--basketball-coco", default=None,
+                   help="COCO file of the basketball probe: train|val|test|trainval|trainvaltest|challenge or a path")
+    p.add_argument("--basketball-images", default=None, help="folder the COCO file_names are relative to")
     p.add_argument("--weights", default="", help="DINOv3 ViT-S/16 weights file (LoRA base and the bar)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="fix a PretrainConfig field, e.g. --set batch_size=64 --set gpus_per_worker=1")
@@ -388,7 +395,10 @@ def main(spec: SweepSpec, argv: list[str] | None = None) -> int:
     args = parser_for(spec).parse_args(argv)
     data_over = {k: v for k, v in {"data_dir": args.data_dir, "corpus": args.corpus,
                                    "basketball": args.basketball,
-                                   "soccer_labels": args.soccer_labels}.items() if v}
+                                   "soccer_labels": args.soccer_labels, "soccer_splits": args.soccer_splits,
+                                   "soccer_include_not_shown": args.soccer_include_not_shown,
+                                   "basketball_coco": args.basketball_coco,
+                                   "basketball_images": args.basketball_images}.items() if v}
     try:
         overrides = _parse_set(args.set)
         if args.weights:

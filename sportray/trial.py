@@ -105,8 +105,10 @@ def probe_backbone(backbone_source: dict, soccer_npz: str, basketball_npz: str, 
                 metrics[f"test/soccer_recall/{name.replace('->', ' to ')}"] = r
     probes.save_items(result, out / probes.ITEMS_ARTIFACT)
     artifacts.append(str(out / probes.ITEMS_ARTIFACT))
+    from sportray.data.probesets import mlflow_tags
     (out / "probe_metrics.json").write_text(json.dumps(
-        {"metrics": metrics, "ci_units": probes.ci_units(result)}, indent=1))
+        {"metrics": metrics, "ci_units": probes.ci_units(result),
+         "probe_set_tags": {**mlflow_tags(soccer_npz), **mlflow_tags(basketball_npz)}}, indent=1))
     artifacts.append(str(out / "probe_metrics.json"))
     return metrics, [str(a) for a in artifacts]
 
@@ -115,8 +117,11 @@ def ci_unit_tags(artifacts: list[str]) -> dict[str, str]:
     """MLflow tags naming what each probe's interval resamples (arena/game, or frame/event), from
     the probe's probe_metrics.json among `artifacts`; {} when there was no probe."""
     found = [a for a in artifacts if a.endswith("probe_metrics.json")]
-    units = json.loads(Path(found[0]).read_text()).get("ci_units", {}) if found else {}
-    return {f"sportray.ci_unit.{task}": unit for task, unit in units.items()}
+    doc = json.loads(Path(found[0]).read_text()) if found else {}
+    units = doc.get("ci_units", {})
+    # ... and how the probe sets were made (split source, COCO file, left-out events/images)
+    return {**{f"sportray.ci_unit.{task}": unit for task, unit in units.items()},
+            **doc.get("probe_set_tags", {})}
 
 
 def run_probe_task(backbone_source: dict, soccer_npz: str, basketball_npz: str, probe: ProbeConfig,

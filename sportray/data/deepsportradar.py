@@ -1,9 +1,21 @@
 """DeepSportRadar instance segmentation (basketball): COCO json, "human" masks, tile labels.
 
-Layout (as the challenge's tools/gen_annotations.py writes it)::
+Layouts (both are read as they are)::
 
     ROOT/trainvaltest.json  (and/or train.json, val.json, test.json, ...: COCO instance files)
     ROOT/<ARENA>/<game>/camcourt1_<timestamp>_0.png      e.g. KS-FR-CAEN/24322/camcourt1_1513364954220_0.png
+
+    the challenge repository as published (DeepSportradar/instance-segmentation-challenge):
+    ROOT/annotations/{train,val,test,trainval,trainvaltest,challenge}.json
+    ROOT/basketball-instants-dataset/<ARENA>/<game>/camcourt1_<timestamp>_0.png
+
+Which COCO file is used is explicit (`coco_file`: a name such as "trainvaltest" or a path; by
+default trainvaltest.json when present, else the only .json there is) and reported. Where the
+images are: `images_root` when given, else the first of the json's folder, ROOT, and a
+`basketball-instants-dataset/` folder beside the json's folder or in ROOT that holds the file.
+An image that no "human" annotation names is *unlabelled* (challenge.json lists 84 such images,
+trainvaltest.json 17): a basketball broadcast frame always shows players, so no mask means not
+annotated, never "all background"; such images are counted, never probe data.
 
 Each COCO file: "images" [{id, file_name, width, height}], "annotations" [{id, image_id,
 category_id, segmentation, area, bbox, iscrowd}], "categories" [{id, name: "human"}, ...].
@@ -12,9 +24,12 @@ image is the first path component of its file_name ("KS-FR-CAEN"). Segmentations
 compressed RLE ({"size": [h, w], "counts": "..."}), uncompressed RLE (counts a list of ints) or
 polygons (list of [x0, y0, x1, y1, ...]); all are decoded with pycocotools.mask. Only
 annotations of the "human" category count (the real files also have none other; the v2 release
-adds "ball", which is ignored). Every json at the top of ROOT (or, when there is none, one folder
-down: ROOT/*/x.json) is read; an image listed by several files (train.json and
-trainvaltest.json) is taken once, from the first file in name order.
+adds "ball", which is ignored). The COCO files are the .json at the top of ROOT (or, when there
+is none, one folder down: ROOT/annotations/x.json).
+
+Label quirks are notes (`scan_dataset(..., notes=[])`), never silent: an image id listed twice in
+one file (the first entry is kept, the annotations go to it), an `iscrowd` mask (kept: a crowd
+region covers people, so it counts towards the tiles like any human mask).
 
 Tile labels (DESIGN.md §4): the union of human masks is resized to 224x224 by *area averaging*:
 each output pixel holds the exact fraction of its footprint in the original image that the mask
@@ -50,6 +65,16 @@ class Sample:
     annotations: tuple = field(default_factory=tuple)   # COCO annotation dicts ("human" only)
     source: Path | None = None                          # the json that listed it
 
+    @property
+    def labelled(self) -> bool:
+        """False for an image no "human" annotation names (unannotated, e.g. challenge.json)."""
+        return bool(self.annotations)
+
+
+COCO_NAMES = ("train", "val", "test", "trainval", "trainvaltest", "challenge")
+DEFAULT_COCO = "trainvaltest"
+IMAGES_DIR = "basketball-instants-dataset"     # the challenge repository's images folder
+
 
 # ----------------------------------------------------------------------------- reading
 
@@ -63,8 +88,58 @@ def _json_files(root: Path) -> list[Path]:
         files = sorted(root.glob("*/*.json"))
     if not files:
         raise DataError(root, "no COCO .json files found (expected e.g. trainvaltest.json beside "
-                              "the arena folders)")
+                              "the arena folders, or annotations/trainvaltest.json)")
     return files
+
+
+def choose_coco(root: str | Path, coco_file: str = "") -> Path:
+    """The one COCO file the probe set uses.
+
+    coco_file: "" (default: trainvaltest.json when present, else the only .json), a name
+    ("train", "val", "test", "trainval", "trainvaltest", "challenge", with or without .json) looked
+    up where the COCO files are, or a path to a .json file.
+    """
+    root = Path(root)
+    if root.is_file():
+        if coco_file and Path(coco_file).stem != root.stem and Path(coco_file) != root:
+            raise ConfigError(f"--basketball-coco {coco_file!r}: --basketball is the file {root}")
+        return root
+    files = _json_files(root)
+    if coco_file:
+        as_path = Path(coco_file)
+        if as_path.suffix.lower() == ".json" and as_path.is_file():
+            return as_path
+        name = as_path.name[:-5] if as_path.name.lower().endswith(".json") else as_path.name
+        found = [f for f in files if f.stem == name]
+        if not found:
+            raise ConfigError(f"--basketball-coco {coco_file!r}: no {name}.json in {files[0].parent} "
+                              f"(COCO files there: {', '.join(f.name for f in files)})")
+        return found[0]
+    default = [f for f in files if f.stem == DEFAULT_COCO]
+    if default:
+        return default[0]
+    if len(files) == 1:
+        return files[0]
+    raise ConfigError(f"{root}: several COCO files and no {DEFAULT_COCO}.json "
+                      f"({', '.join(f.name for f in files)}): choose one with --basketball-coco NAME")
+
+
+def image_roots(coco_path: str | Path, root: str | Path | None = None,
+                images_root: str | Path = "") -> list[Path]:
+    """Folders an image's file_name may be relative to, in the order they are tried."""
+    if images_root:
+        images_root = Path(images_root)
+        if not images_root.is_dir():
+            raise ConfigError(f"--basketball-images {images_root}: not a directory")
+        return [images_root]
+    here = Path(coco_path).parent
+    base = Path(root) if root is not None and Path(root).is_dir() else here
+    candidates = [here, base, here.parent / IMAGES_DIR, base / IMAGES_DIR, here / IMAGES_DIR]
+    out: list[Path] = []
+    for c in candidates:
+        if c not in out and (c == here or c.is_dir()):
+            out.append(c)
+    return out
 
 
 def _rle_size(seg) -> list | None:
@@ -73,8 +148,12 @@ def _rle_size(seg) -> list | None:
     return None
 
 
-def _scan_file(path: Path, root: Path, seen: set, check_images: bool
-               ) -> tuple[list[Sample], list[DataError]]:
+def _scan_file(path: Path, roots: Path | list[Path], seen: set, check_images: bool,
+               notes: list | None = None) -> tuple[list[Sample], list[DataError]]:
+    """Samples of one COCO file (unlabelled ones included) and its problems; label quirks are
+    appended to `notes` (DataErrors: file + what). Images are looked up under `roots` in order."""
+    roots = [roots] if isinstance(roots, Path) else list(roots)
+    notes = [] if notes is None else notes
     problems: list[DataError] = []
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -97,6 +176,11 @@ def _scan_file(path: Path, root: Path, seen: set, check_images: bool
     for i, im in enumerate(doc["images"]):
         if not isinstance(im, dict) or not all(k in im for k in ("id", "file_name", "width", "height")):
             problems.append(DataError(path, f"image #{i} lacks id/file_name/width/height"))
+            continue
+        if im["id"] in images:
+            notes.append(DataError(path, f"duplicate image id {im['id']}: image #{i} "
+                                         f"({im['file_name']}) is left out, the first entry "
+                                         f"({images[im['id']]['file_name']}) keeps the id's annotations"))
             continue
         images[im["id"]] = im
     anns: dict = {k: [] for k in images}
@@ -129,19 +213,30 @@ def _scan_file(path: Path, root: Path, seen: set, check_images: bool
         elif not isinstance(seg, list):
             problems.append(DataError(path, f"{where}: segmentation is neither RLE nor polygons"))
             continue
+        if ann.get("iscrowd"):
+            notes.append(DataError(path, f"{where}: iscrowd mask on image {im['file_name']} "
+                                         "(kept: a crowd region covers people)"))
         anns[ann["image_id"]].append(ann)
 
     samples = []
+    in_file: set = set()
     for img_id, im in images.items():
         fname = str(im["file_name"])
+        if fname in in_file:
+            notes.append(DataError(path, f"image {fname} is listed twice (ids differ); the first "
+                                         "entry is used"))
+            continue
+        in_file.add(fname)
         if fname in seen:
             continue
         seen.add(fname)
-        candidates = [path.parent / fname, root / fname]
+        candidates = [r / fname for r in roots]
         img_path = next((c for c in candidates if c.is_file()), None)
         if img_path is None:
+            looked = "" if len(roots) == 1 else "; looked under " + ", ".join(str(r) for r in roots)
             problems.append(DataError(candidates[0], f"image file missing (listed in {path.name} "
-                                                     f"as image id {img_id})"))
+                                                     f"as image id {img_id}{looked}; "
+                                                     "--basketball-images DIR says where the images are)"))
             continue
         if check_images:
             try:
@@ -161,27 +256,26 @@ def _scan_file(path: Path, root: Path, seen: set, check_images: bool
     return samples, problems
 
 
-def scan_dataset(root: str | Path, check_images: bool = True) -> tuple[list[Sample], list[DataError]]:
-    """All readable samples under root, and one DataError per problem (file + reason)."""
+def scan_dataset(root: str | Path, check_images: bool = True, coco_file: str = "",
+                 images_root: str | Path = "", notes: list | None = None
+                 ) -> tuple[list[Sample], list[DataError]]:
+    """The samples of the chosen COCO file (choose_coco; unlabelled ones included, see
+    Sample.labelled), and one DataError per problem (file + reason). Quirks go to `notes`."""
     root = Path(root)
-    files = _json_files(root)
-    base = root if root.is_dir() else root.parent
-    seen: set = set()
-    samples, problems = [], []
-    for f in files:
-        s, p = _scan_file(f, base, seen, check_images)
-        samples += s
-        problems += p
+    coco = choose_coco(root, coco_file)
+    samples, problems = _scan_file(coco, image_roots(coco, root, images_root), set(), check_images, notes)
     samples.sort(key=lambda s: s.file_name)
     return samples, problems
 
 
-def read_dataset(root: str | Path, check_images: bool = True) -> list[Sample]:
-    """Samples of every COCO json under root (see the module doc); the first problem raises."""
-    samples, problems = scan_dataset(root, check_images)
+def read_dataset(root: str | Path, check_images: bool = True, coco_file: str = "",
+                 images_root: str | Path = "", labelled_only: bool = False) -> list[Sample]:
+    """Samples of the chosen COCO file (see the module doc); the first problem raises.
+    labelled_only: leave out the images no "human" annotation names."""
+    samples, problems = scan_dataset(root, check_images, coco_file, images_root)
     if problems:
         raise problems[0]
-    return samples
+    return [s for s in samples if s.labelled] if labelled_only else samples
 
 
 # ----------------------------------------------------------------------------- masks

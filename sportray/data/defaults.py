@@ -53,6 +53,8 @@ def probe_sets(data: DataConfig, paths: DataPaths | None = None) -> tuple[Path, 
 
     paths = paths or resolve(data)
     out = Path(data.data_dir) / "probesets"
-    return (build_soccer(paths.soccer, out, split_seed=data.split_seed),
+    return (build_soccer(paths.soccer, out, split_seed=data.split_seed, split_lists=data.soccer_splits,
+                         include_not_shown=data.soccer_include_not_shown),
             build_basketball(paths.basketball, out, test_arenas=data.test_arenas,
-                             split_seed=data.split_seed))
+                             split_seed=data.split_seed, coco_file=data.basketball_coco,
+                             images_root=data.basketball_images))

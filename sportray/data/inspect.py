@@ -12,13 +12,20 @@ the full duration. Each bad input is one DataError (file + reason): unreadable/e
 video/no video stream/truncated video, missing half video, missing or malformed
 Labels-v2.json, bad annotation (unknown label, bad gameTime/position, position beyond the
 half), COCO problems (missing keys, RLE size, missing image, no "human" category, ...).
+
+Label quirks are notes (`summary["notes"]`, file + what; they do not make the exit code
+non-zero): a gameTime that disagrees with position, duplicate and out-of-order events
+(soccernet.label_notes), duplicate COCO image ids and iscrowd masks (deepsportradar). It also
+says which split the soccer probe would use (official lists or seeded; listed games missing,
+present games unlisted), how many events are "not shown", which COCO file the basketball probe
+would use, where the images were found, and which images are unlabelled.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from sportray.config import SOCCER_CLASSES
+from sportray.config import SOCCER_CLASSES, ConfigError
 from sportray.data import deepsportradar as dsr
 from sportray.data import soccernet
 from sportray.data.errors import DataError
@@ -66,10 +73,13 @@ def _coco_candidates(files: list[Path]) -> tuple[list[Path], list[DataError]]:
     return coco, problems
 
 
-def inspect(path: str | Path, decode_tail: bool = True) -> tuple[dict, list[DataError]]:
-    """Summary of a corpus / probe-set folder (or one file) and one DataError per bad input."""
+def inspect(path: str | Path, decode_tail: bool = True, soccer_splits: str = "",
+            basketball_coco: str = "", basketball_images: str = "") -> tuple[dict, list[DataError]]:
+    """Summary of a corpus / probe-set folder (or one file) and one DataError per bad input.
+    soccer_splits, basketball_coco, basketball_images: as the DataConfig fields of those names."""
     root = Path(path)
     problems: list[DataError] = []
+    notes: list[DataError] = []
     summary: dict = {"path": str(root), "kinds": []}
     if not root.exists():
         return summary, [DataError(root, "does not exist")]
@@ -99,8 +109,12 @@ def inspect(path: str | Path, decode_tail: bool = True) -> tuple[dict, list[Data
         summary["kinds"].append("soccernet")
         counts = {c: 0 for c in SOCCER_CLASSES}
         games, n_halves, n_events, n_labels = [], 0, 0, 0
+        visibility: dict[str, int] = {}
+        duplicates = 0
+        game_objs = []
         for folder in game_dirs:
             game = soccernet._game(folder)
+            game_objs.append(game)
             in_games.update(game.videos.values())
             for half in (1, 2):
                 if half not in game.videos:
@@ -122,11 +136,29 @@ def inspect(path: str | Path, decode_tail: bool = True) -> tuple[dict, list[Data
                     [e for e in events if e.half in durations], durations, game.labels)
                 for e in events:
                     counts[e.label] += 1
+                    visibility[e.visibility] = visibility.get(e.visibility, 0) + 1
+                notes += soccernet.label_notes(game.labels, events)
+                duplicates += len(events) - len(soccernet.unique_events(events))
             n_events += len(events)
             games.append({"id": game.id, "halves": sorted(game.videos), "events": len(events),
                           "labels": game.labels is not None})
         summary["soccernet"] = {"games": len(games), "halves": n_halves, "labels_files": n_labels,
-                                "events": n_events, "events_per_class": counts, "game_list": games}
+                                "events": n_events, "events_per_class": counts,
+                                "visibility": dict(sorted(visibility.items())),
+                                "duplicate_events": duplicates, "game_list": games}
+        try:
+            plan = soccernet.plan_splits(game_objs, lists_dir=soccer_splits, root=root if root.is_dir() else None)
+        except DataError as exc:
+            problems.append(exc)
+        else:
+            split_of = {g.id: k for k, gs in plan.splits.items() for g in gs}
+            for g in games:
+                g["split"] = split_of.get(g["id"])
+            summary["soccernet"]["split"] = {
+                "source": plan.source, "lists": plan.lists, "rule": plan.describe(),
+                "games": {k: len(v) for k, v in plan.splits.items()},
+                "listed_missing": len(plan.missing), "listed_missing_games": list(plan.missing),
+                "unlisted": list(plan.unlisted)}
 
     # --- DeepSportRadar COCO files
     coco_files, json_problems = _coco_candidates(files)
@@ -136,17 +168,44 @@ def inspect(path: str | Path, decode_tail: bool = True) -> tuple[dict, list[Data
         arenas: dict[str, dict] = {}
         n_images = n_masks = 0
         seen: set = set()
+        per_file, unlabelled, images_roots, image_problems = {}, [], set(), set()
         for f in coco_files:
-            samples, p = dsr._scan_file(f, f.parent, seen, check_images=True)
-            problems += p
+            try:
+                roots = dsr.image_roots(f, root if root.is_dir() else None, basketball_images)
+            except ConfigError as exc:
+                problems.append(DataError(basketball_images, str(exc)))
+                break
+            # each file on its own (train.json and trainvaltest.json list the same images); an
+            # image problem is reported once, for the first file that lists the image
+            samples, p = dsr._scan_file(f, roots, set(), check_images=True, notes=notes)
+            problems += [x for x in p if x.path.endswith(".json") or x.path not in image_problems]
+            image_problems.update(x.path for x in p if not x.path.endswith(".json"))
+            per_file[_rel(f, base)] = {"images": len(samples) + sum(not x.path.endswith(".json") for x in p),
+                                       "labelled": sum(s.labelled for s in samples),
+                                       "unlabelled": sum(not s.labelled for s in samples),
+                                       "masks": sum(len(s.annotations) for s in samples)}
             for s in samples:
+                if s.file_name in seen:
+                    continue
+                seen.add(s.file_name)
+                images_roots.update(str(r) for r in roots if r / s.file_name == s.image_path)
+                if not s.labelled:
+                    unlabelled.append(s.file_name)
                 a = arenas.setdefault(s.arena, {"images": 0, "masks": 0})
                 a["images"] += 1
                 a["masks"] += len(s.annotations)
                 n_images += 1
                 n_masks += len(s.annotations)
+        try:
+            folder = coco_files[0].parent
+            probe_coco = _rel(dsr.choose_coco(folder, basketball_coco), base)
+        except (ConfigError, DataError) as exc:
+            probe_coco = f"(none: {exc})"
         summary["deepsportradar"] = {"json_files": [_rel(f, base) for f in coco_files],
-                                     "images": n_images, "masks": n_masks,
+                                     "probe_coco": probe_coco, "images_root": sorted(images_roots),
+                                     "images": n_images, "labelled": n_images - len(unlabelled),
+                                     "unlabelled": len(unlabelled), "masks": n_masks,
+                                     "per_file": per_file, "unlabelled_images": sorted(unlabelled),
                                      "arenas": dict(sorted(arenas.items()))}
 
     other_videos = [v for v in video_files if v not in in_games]
@@ -158,6 +217,7 @@ def inspect(path: str | Path, decode_tail: bool = True) -> tuple[dict, list[Data
     if not summary["kinds"]:
         problems.append(DataError(root, "no SoccerNet games, DeepSportRadar COCO json or videos found"))
     summary["problems"] = len(problems)
+    summary["notes"] = problems_json(notes)
     return summary, problems
 
 

@@ -214,10 +214,91 @@ def game_events(game: Game, check: bool = True) -> list[Event]:
     return events
 
 
+def label_notes(path: str | Path, events: list[Event]) -> list[DataError]:
+    """Label quirks of one Labels-v2.json, one DataError (file + what) each; never silent.
+
+    - a gameTime that disagrees with position (their seconds differ by more than 1): position
+      wins, as in SoccerNet's own tools (the frame is taken at position);
+    - a duplicate event (same half, position, label, team and visibility as an earlier one): the
+      probe set takes it once;
+    - an out-of-order event (its position is before an earlier event of the same half in file
+      order): harmless, the probe set orders by position.
+    """
+    notes: list[DataError] = []
+    seen: dict = {}
+    latest: dict[int, Event] = {}
+    for e in events:
+        where = f"annotation #{e.index} ({e.label}, {e.game_time})"
+        m = _GAME_TIME.match(e.game_time)
+        game_s = int(m.group(2)) * 60 + int(m.group(3))
+        if abs(game_s - e.position_ms / 1000) >= 2.0:
+            notes.append(DataError(path, f"{where}: gameTime disagrees with position {e.position_ms} ms "
+                                         f"({e.position_ms // 60000:02d}:{e.position_ms // 1000 % 60:02d});"
+                                         " position wins"))
+        key = (e.half, e.position_ms, e.label, e.team, e.visibility)
+        if key in seen:
+            notes.append(DataError(path, f"{where}: duplicate of annotation #{seen[key]} "
+                                         "(taken once)"))
+        else:
+            seen[key] = e.index
+        last = latest.get(e.half)
+        if last is not None and e.position_ms < last.position_ms:
+            notes.append(DataError(path, f"{where}: out of order (position {e.position_ms} ms is before "
+                                         f"annotation #{last.index} at {last.position_ms} ms)"))
+        if last is None or e.position_ms >= last.position_ms:
+            latest[e.half] = e
+    return notes
+
+
+def unique_events(events: list[Event]) -> list[Event]:
+    """Events with exact duplicates (label_notes' rule) taken once, in file order."""
+    seen, out = set(), []
+    for e in events:
+        key = (e.half, e.position_ms, e.label, e.team, e.visibility)
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out
+
+
 # ----------------------------------------------------------------------------- splits
 
+OFFICIAL_SPLIT_FILES = {"train": "SoccerNetGamesTrain.json", "valid": "SoccerNetGamesValid.json",
+                        "test": "SoccerNetGamesTest.json"}
+
+
+def _official_ids(path: Path) -> list[str]:
+    """Game ids of one SoccerNetGames<Split>.json: {league: {season: [game, ...]}} (what
+    SoccerNet's getListGames reads), or a plain list of "league/season/game"."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"not JSON ({getattr(exc, 'msg', exc)})") from None
+    if isinstance(doc, list):
+        return [str(g).strip().rstrip("/") for g in doc]
+    if not isinstance(doc, dict):
+        raise DataError(path, "not a SoccerNet split list (expected {league: {season: [game, ...]}})")
+    ids = []
+    for league, seasons in doc.items():
+        if not isinstance(seasons, dict):
+            raise DataError(path, f"league {league!r}: expected {{season: [game, ...]}}")
+        for season, names in seasons.items():
+            if not isinstance(names, list):
+                raise DataError(path, f"{league}/{season}: expected a list of game folders")
+            ids += [f"{league}/{season}/{str(n).strip().rstrip('/')}" for n in names]
+    return ids
+
+
+def has_split_lists(folder: str | Path) -> bool:
+    """True when folder holds SoccerNet's SoccerNetGames{Train,Valid,Test}.json or train/valid/test.txt."""
+    folder = Path(folder)
+    return folder.is_dir() and (all((folder / f).is_file() for f in OFFICIAL_SPLIT_FILES.values())
+                                or all((folder / f"{s}.txt").is_file() for s in SPLITS))
+
+
 def read_split_lists(lists_dir: str | Path) -> dict[str, list[str]]:
-    """Split lists: lists_dir/train.txt, valid.txt, test.txt.
+    """Split lists: SoccerNet's official SoccerNetGames{Train,Valid,Test}.json in lists_dir
+    (see _official_ids), or else lists_dir/train.txt, valid.txt, test.txt.
 
     Format (SoccerNet's getListGames as text): one game id "league/season/game" per line, as in
     the SoccerNet downloader's lists, e.g. ``england_epl/2014-2015/2015-02-21 - 18-00 Chelsea 1 - 1 Burnley``.
@@ -227,6 +308,19 @@ def read_split_lists(lists_dir: str | Path) -> dict[str, list[str]]:
     lists_dir = Path(lists_dir)
     out: dict[str, list[str]] = {}
     seen: dict[str, str] = {}
+    if any((lists_dir / f).is_file() for f in OFFICIAL_SPLIT_FILES.values()):
+        for split, name in OFFICIAL_SPLIT_FILES.items():
+            f = lists_dir / name
+            if not f.is_file():
+                raise DataError(f, "split list missing (SoccerNet's official lists are "
+                                   + ", ".join(OFFICIAL_SPLIT_FILES.values()) + ")")
+            ids = _official_ids(f)
+            for gid in ids:
+                if gid in seen and seen[gid] != split:
+                    raise DataError(f, f"game {gid!r} is also in {OFFICIAL_SPLIT_FILES[seen[gid]]}")
+                seen[gid] = split
+            out[split] = ids
+        return out
     for split in SPLITS:
         f = lists_dir / f"{split}.txt"
         if not f.is_file():
@@ -279,3 +373,40 @@ def split_games(games: list[Game], seed: int = 0, lists_dir: str | Path | None =
     key = lambda g: g.id  # noqa: E731
     return {"train": sorted(train, key=key), "valid": sorted(valid, key=key),
             "test": sorted(test, key=key)}
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Which games each probe split holds, and where that came from (recorded in MLflow)."""
+    splits: dict                       # {"train"|"valid"|"test": [Game]}
+    source: str                        # "official" (split lists) | "seeded"
+    lists: str = ""                    # the folder of the split lists ("" when seeded)
+    seed: int | None = None            # the seed of a seeded split
+    missing: tuple = ()                # listed game ids that are not present
+    unlisted: tuple = ()               # present game ids that no list names (left out)
+
+    def describe(self) -> str:
+        if self.source == "official":
+            return f"official split lists in {self.lists}"
+        return f"seeded split (seed {self.seed}; no split lists given or found)"
+
+
+def plan_splits(games: list[Game], seed: int = 0, lists_dir: str | Path | None = "",
+                root: str | Path | None = None) -> SplitPlan:
+    """Probe splits: the split lists when given (lists_dir) or when `root` holds them
+    (has_split_lists), else the seeded split (split_games). Listed games that are absent and
+    present games no list names are reported in the plan (the latter are in no split)."""
+    folder = Path(lists_dir) if lists_dir else None
+    if folder is not None and not has_split_lists(folder):
+        raise DataError(folder, "no split lists here (expected " + ", ".join(OFFICIAL_SPLIT_FILES.values())
+                                + ", from SoccerNet's package data, or train.txt/valid.txt/test.txt)")
+    if folder is None and root is not None and has_split_lists(root):
+        folder = Path(root)
+    if folder is None:
+        return SplitPlan(split_games(games, seed=seed), "seeded", seed=seed)
+    lists = read_split_lists(folder)
+    by_id = {g.id: g for g in games}
+    listed = {gid for ids in lists.values() for gid in ids}
+    return SplitPlan({s: [by_id[i] for i in lists[s] if i in by_id] for s in SPLITS}, "official",
+                     lists=str(folder), missing=tuple(sorted(listed - set(by_id))),
+                     unlisted=tuple(sorted(set(by_id) - listed)))
