@@ -374,8 +374,12 @@ def tile_labels(mask: np.ndarray, size: int = PROBE_SIZE, tile: int = PATCH,
     """
     if size % tile:
         raise ValueError(f"size {size} is not a multiple of tile {tile}")
-    cov = mask_coverage(mask, size)
-    n = size // tile
+    return tiles_of_coverage(mask_coverage(mask, size), tile, cover)
+
+
+def tiles_of_coverage(cov: np.ndarray, tile: int = PATCH, cover: float = TILE_COVER_MIN) -> np.ndarray:
+    """tile_labels from a mask_coverage already computed (the probe set needs both)."""
+    n = cov.shape[0] // tile
     frac = cov.reshape(n, tile, n, tile).mean(axis=(1, 3))
     return (frac >= cover - _EPS).astype(np.uint8)
 

@@ -282,7 +282,8 @@ def _load_basketball_item(sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from sportray.data.video import resize_to
 
     image = resize_to(img, PROBE_SIZE, PROBE_SIZE)
-    return image, deepsportradar.resize_mask(mask), deepsportradar.tile_labels(mask)
+    cov = deepsportradar.mask_coverage(mask, PROBE_SIZE)      # once: resize_mask and tile_labels' rule
+    return image, cov >= 0.5 - 1e-9, deepsportradar.tiles_of_coverage(cov)
 
 
 def _load_basketball_items(samples: list) -> dict[str, np.ndarray]:
