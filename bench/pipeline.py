@@ -4,8 +4,12 @@
   iter_torch_batches(uint8, pinned, to the device) -> sportray.pretrain.train_loop_per_worker
   (1 TorchTrainer worker) -> the LeJEPA step            [train/frames_per_s of the last window]
 vs
-  the same model / views / loss / optimizer stepped in this process on uint8 frames already on
-  the GPU (bench/_common.lejepa_step, CPU view generator as pretrain.py).
+  the same step in this process on uint8 frames already on the GPU (pretrain.train_step, as the
+  loop runs it), and with --reference bench/bare_reference.py's step (no sportray code).
+
+The trainer reads the store as one stream over every epoch (issue 17); with a store smaller than
+the run (e.g. --store-frames 2048 = 8 steps of 256) the last log window crosses several epoch
+boundaries, and the report's data_iterators says how many batch iterators the worker made.
 
 Ray gets --ray-cpus CPUs: 1 for the trainer worker, the rest for Ray Data's read tasks.
 
@@ -21,30 +25,50 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from _common import build, lejepa_step, make_store, save_json, table, time_steps
+from _common import make_store, save_json, sync, table
 import torch
 
-from sportray.views import view_generator
 
 
-def bare(cfg, device, n_warm, n_timed, frames_per_batch_dev=2):
-    torch._dynamo.config.automatic_dynamic_shapes = False
-    _, fwd, head, opt, trainable, groups = build(cfg.model, cfg.views, cfg.sigreg_directions, device,
-                                                 compile_=cfg.compile)
+def in_process(cfg, device, n_warm, n_timed, reference=False):
+    """frames/s of sportray's step in this process on uint8 frames already on the device
+    (pretrain.train_step + step_forward, as the loop runs it on one worker) and, with `reference`,
+    of bench/bare_reference.py's step: blocks of n_timed steps with one sync at the end."""
+    from sportray.pretrain import LeJEPAStep, build_model, step_forward, train_step
+    from sportray.config import parse_views
+
+    groups = parse_views(cfg.views)
     g = torch.Generator().manual_seed(1)
     frames = [torch.randint(0, 256, (cfg.batch_size, 224, 398, 3), generator=g, dtype=torch.uint8).to(device)
-              for _ in range(frames_per_batch_dev)]
-
-    def fn(i):
-        gen = view_generator(cfg.seed, i)          # as pretrain.py: CPU draws, no host sync
-        lejepa_step(fwd, head, opt, trainable, groups, frames[i % len(frames)], i, gen, cfg.clip,
-                    fuse_views=cfg.compile)
-    t = time_steps(fn, n_warm, n_timed, device)
-    del fwd, head, opt, trainable, frames
+              for _ in range(2)]
+    backbone, head = build_model(cfg)
+    module = LeJEPAStep(backbone.to(device), head.to(device))
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=torch.device(device).type == "cuda")
+    fwd = step_forward(module, module, cfg, world=1)
+    steps = {"sportray step (frames already on the device)":
+             lambda i: train_step(fwd, opt, trainable, frames[i % 2], groups, cfg, i)}
+    if reference:
+        from bare_reference import BareStep
+        ref = BareStep(device, groups, ((0.3, 1.0), (0.05, 0.3)), cfg.sigreg_directions,
+                       compile=cfg.compile)
+        steps["bare reference (bench/bare_reference.py)"] = lambda i: ref(frames[i % 2])
+    rates = {}
+    for name, fn in steps.items():
+        for i in range(n_warm):
+            fn(i)
+        sync(device)
+        t0 = time.perf_counter()
+        for i in range(n_timed):
+            fn(n_warm + i)
+        sync(device)
+        rates[name] = cfg.batch_size * n_timed / (time.perf_counter() - t0)
+    del steps, fwd, module, opt, trainable, frames
     gc.collect()
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
-    return t
+    return rates
 
 
 def trainer_run(cfg, store, storage, name):
@@ -56,7 +80,7 @@ def trainer_run(cfg, store, storage, name):
     m = res.metrics
     return {"status": res.status, "reason": res.reason, "steps": res.steps, "wall_s": wall,
             "frames_s": m.get("train/frames_per_s"), "data_wait_s_per_step": m.get("train/data_wait_s"),
-            "loss": m.get("train/loss")}
+            "loss": m.get("train/loss"), "epoch": m.get("epoch"), "data_iterators": m.get("data_iterators")}
 
 
 def main():
@@ -70,6 +94,8 @@ def main():
     ap.add_argument("--eager", action="store_true")
     ap.add_argument("--workers", default="1", help="comma list of worker counts (scaling.py passes 1,2)")
     ap.add_argument("--no-bare", action="store_true")
+    ap.add_argument("--reference", action="store_true",
+                    help="also time bench/bare_reference.py's step in this process")
     ap.add_argument("--data-orders", default="deterministic",
                     help="comma list of deterministic,fast: the trainer run once per data order "
                          "(PretrainConfig.deterministic_data True / False), to price determinism")
@@ -95,15 +121,15 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="sportray-bench-"))
     info = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "gpus": torch.cuda.device_count() if device == "cuda" else 0, "ray_cpus": ray_cpus,
+            "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
             "views": cfg.views, "batch_per_worker": cfg.batch_size, "steps": cfg.steps,
             "log_every": cfg.log_every, "compile": cfg.compile, "store_frames": store_frames}
     print(info, flush=True)
     rows = []
     if not args.no_bare:
-        t = bare(cfg, device, n_warm, n_timed)
-        rows.append({"what": "bare step (frames already on GPU)", "workers": 1,
-                     "frames_s": cfg.batch_size / t["median_s"], "mean_frames_s": cfg.batch_size / t["mean_s"]})
-        print(rows[-1], flush=True)
+        for name, rate in in_process(cfg, device, n_warm, n_timed, reference=args.reference).items():
+            rows.append({"what": name, "workers": 1, "frames_s": rate})
+            print(rows[-1], flush=True)
 
     ray.init(num_cpus=ray_cpus + (max(workers) - 1) * 1, num_gpus=torch.cuda.device_count() if device == "cuda" else 0,
              include_dashboard=False, log_to_driver=True)
@@ -121,17 +147,21 @@ def main():
         print(rows[-1], flush=True)
     ray.shutdown()
     base = rows[0]["frames_s"] if not args.no_bare else None
+    ref = next((r["frames_s"] for r in rows if r["what"].startswith("bare reference")), None)
     one = next((r["frames_s"] for r in rows if r["workers"] == 1 and "Trainer" in r["what"]), None)
     for r in rows:
         if base and r.get("frames_s") and "Trainer" in r["what"]:
             r["vs_bare_per_gpu"] = r["frames_s"] / r["workers"] / base
+        if ref and r.get("frames_s"):
+            r["vs_reference_per_gpu"] = r["frames_s"] / r["workers"] / ref
         if one and r.get("frames_s") and "Trainer" in r["what"] and r["workers"] > 1:
             r["scaling_eff"] = r["frames_s"] / (r["workers"] * one)
     save_json("pipeline.json" if len(workers) == 1 else "scaling.json", {"info": info, "rows": rows})
     print(f"\nPIPELINE  {info['device']} x{info['gpus']}  {cfg.views} batch {cfg.batch_size}/worker  "
           f"compile={cfg.compile}  (trainer frames/s = last log window of {cfg.log_every} steps)")
-    print(table(rows, ["what", "workers", "status", "frames_s", "mean_frames_s", "frames_s_per_gpu",
-                       "data_wait_s_per_step", "vs_bare_per_gpu", "scaling_eff", "wall_s"]))
+    print(table(rows, ["what", "workers", "status", "frames_s", "frames_s_per_gpu", "data_wait_s_per_step",
+                       "epoch", "data_iterators", "vs_bare_per_gpu", "vs_reference_per_gpu", "scaling_eff",
+                       "wall_s"]))
 
 
 if __name__ == "__main__":

@@ -95,13 +95,18 @@ def sigreg(z: torch.Tensor, directions: torch.Tensor, t_max: float = 3.0, n_poin
 def draw_directions(dim: int, n: int, step: int, seed: int, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(dim, n) unit-column random directions, fresh each step and identical on every rank: drawn on
-    the CPU from a generator seeded by (seed, step) alone, then moved to `device`."""
+    the CPU from a generator seeded by (seed, step) alone (the same numbers on any device), then
+    moved to `device` without a host sync."""
     state = np.random.SeedSequence([int(seed), int(step), 0x51_6E_E6]).generate_state(1, np.uint64)[0]
     g = torch.Generator(device="cpu")
     g.manual_seed(int(state % (2**63 - 1)))
     a = torch.randn(dim, n, generator=g, dtype=torch.float32)
-    a = a / a.norm(dim=0, keepdim=True)
-    return a.to(device=device, dtype=dtype)
+    a = (a / a.norm(dim=0, keepdim=True)).to(dtype)
+    device = torch.device(device)
+    if device.type == "cuda":
+        # pinned + non-blocking: a pageable copy would make the CPU wait for the GPU every step
+        return a.pin_memory().to(device, non_blocking=True)
+    return a.to(device)
 
 
 class GlobalBatchNorm1d(nn.BatchNorm1d):
@@ -152,10 +157,13 @@ class Projector(nn.Module):
 class LeJEPA(nn.Module):
     """Projector + LeJEPA loss.
 
-    forward(embeddings, step, seed): embeddings is a list, one (count, B, D) tensor per view group
-    (group 0 = global views; all groups share B), as the backbone's pooled outputs. All views are
-    projected in one call (BatchNorm sees every view, as in the reference). Returns
-    dict(loss, inv, sigreg), scalar tensors; the SIGReg directions come from (seed, step).
+    forward(embeddings, step, seed) or forward(embeddings, directions=a): embeddings is a list, one
+    (count, B, D) tensor per view group (group 0 = global views; all groups share B), as the
+    backbone's pooled outputs. All views are projected in one call (BatchNorm sees every view, as in
+    the reference). Returns dict(loss, inv, sigreg), scalar tensors. The SIGReg directions are
+    `directions` (proj_dim, n_directions), or drawn from (seed, step) with :func:`draw_directions`.
+    Passing them in keeps the forward free of Python ints that change every step, so a compiled
+    step is traced once (pretrain.py draws them before the step).
     """
 
     def __init__(self, embed_dim: int, proj_dim: int = 128, n_directions: int = 256,
@@ -169,7 +177,8 @@ class LeJEPA(nn.Module):
         self.t_max = t_max
         self.n_points = n_points
 
-    def forward(self, embeddings: Sequence[torch.Tensor], step: int, seed: int) -> dict[str, torch.Tensor]:
+    def forward(self, embeddings: Sequence[torch.Tensor], step: int | None = None, seed: int | None = None,
+                directions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if not embeddings:
             raise ValueError("LeJEPA: no view groups")
         n_global = embeddings[0].shape[0]
@@ -180,7 +189,10 @@ class LeJEPA(nn.Module):
             z = z.float()
             c = z[:n_global].mean(dim=0)
             inv = (c - z).square().mean()
-            a = draw_directions(z.shape[-1], self.n_directions, step, seed, z.device)
-            sg = sigreg_per_direction(z, a, self.t_max, self.n_points).mean()
+            if directions is None:
+                if step is None or seed is None:
+                    raise ValueError("LeJEPA: pass directions, or step and seed to draw them")
+                directions = draw_directions(z.shape[-1], self.n_directions, step, seed, z.device)
+            sg = sigreg_per_direction(z, directions.float(), self.t_max, self.n_points).mean()
             loss = (1.0 - self.lambda_sigreg) * inv + self.lambda_sigreg * sg
         return dict(loss=loss, inv=inv, sigreg=sg)

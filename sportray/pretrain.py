@@ -60,12 +60,56 @@ class LeJEPAStep(nn.Module):
         # Not a registered submodule, so parameters and state_dict keys appear once.
         object.__setattr__(self, "encode", backbone)
 
-    def forward(self, views: list[torch.Tensor], step: int, seed: int) -> dict:
+    def forward(self, views: list[torch.Tensor], directions: torch.Tensor) -> dict:
         embeddings = []
         for v in views:
             count, b = v.shape[:2]
             embeddings.append(self.encode(v.flatten(0, 1)).view(count, b, -1))
-        return self.head(embeddings, step=step, seed=seed)
+        return self.head(embeddings, directions=directions)
+
+
+def step_forward(model: nn.Module, step_module: LeJEPAStep, cfg: PretrainConfig, world: int):
+    """The callable that runs a step's forward, (views, directions) -> loss dict.
+
+    --compile on one worker compiles the whole forward (every view group's backbone pass, the
+    projector and the loss) into one graph, and so its backward into one too: the eager head and
+    loss cost twice the reference's kernels (issue 17). With several workers only the backbone is
+    compiled: SIGReg's and GlobalBatchNorm1d's gradient-carrying all_reduce does not trace."""
+    if not cfg.compile:
+        return model
+    if world == 1:
+        return torch.compile(model)
+    object.__setattr__(step_module, "encode", torch.compile(step_module.backbone))
+    return model
+
+
+def train_step(forward, optimizer, trainable, frames: torch.Tensor, groups, cfg: PretrainConfig, step: int,
+               *, offset: int = 0, total: int | None = None, proj_dim: int | None = None) -> tuple[dict, torch.Tensor]:
+    """One optimisation step on uint8 frames already on the device: lr, views, forward, backward,
+    clip, AdamW. Returns (loss dict, gradient norm before clipping), as tensors: nothing here
+    waits for the GPU, so the CPU queues the next step while this one runs.
+
+    Views and SIGReg directions are drawn on the CPU from (seed, step) and reach the device in
+    pinned non-blocking copies (the same numbers on CPU and GPU; no device generator to sync on).
+    Views are drawn for the global batch of `total` frames and sliced from `offset` (this rank's
+    frames), so sample i of a step gets the same views with 1 or N workers."""
+    from sportray.lejepa import draw_directions
+    from sportray.views import make_views, view_generator
+
+    device = frames.device
+    on_gpu = device.type == "cuda"
+    for g in optimizer.param_groups:
+        g["lr"] = lr_at(step, cfg)
+    directions = draw_directions(proj_dim or cfg.proj_dim, cfg.sigreg_directions, step, cfg.seed, device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+        views = make_views(frames, groups, view_generator(cfg.seed, step), offset=offset,
+                           total=total or frames.shape[0], compiled=cfg.compile and on_gpu)
+        out = forward(views, directions)
+    optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    grad_norm = clip_gradients(trainable, cfg.clip)
+    optimizer.step()
+    return out, grad_norm
 
 
 def resolve_base(base: str):
@@ -241,8 +285,6 @@ def _train_loop(config: dict) -> None:
     import ray.train.torch
     import torch.distributed as dist
 
-    from sportray.views import make_views, view_generator
-
     cfg = PretrainConfig(**config["pretrain"])
     groups = parse_views(cfg.views)
     ctx = ray.train.get_context()
@@ -258,11 +300,9 @@ def _train_loop(config: dict) -> None:
     init_params = [p.detach().clone().to(device) for p in backbone_trainable]
     init_norm = _norm(init_params).clamp_min(1e-12)  # ||theta_0||: the study's drift yardstick
     step_module = LeJEPAStep(backbone, head)
-    if cfg.compile:
-        # Only the backbone: SIGReg's gradient-carrying all_reduce does not trace.
-        object.__setattr__(step_module, "encode", torch.compile(backbone))
     model = ray.train.torch.prepare_model(step_module, parallel_strategy_kwargs={"find_unused_parameters": False})
     inner = step_module
+    forward = step_forward(model, step_module, cfg, world)
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   betas=(0.9, 0.999), fused=on_gpu)
 
@@ -311,92 +351,110 @@ def _train_loop(config: dict) -> None:
     # batch and keeps its rank's slice, so step k trains on the same frames with 1 or N workers.
     whole_stream = world > 1 and cfg.deterministic_data
     read_batch = frames_per_step if whole_stream else cfg.batch_size
-    while step < cfg.steps and status == "running":
-        batches = shard.iter_torch_batches(batch_size=read_batch, dtypes=torch.uint8,
-                                           device=device, drop_last=True, prefetch_batches=2,
-                                           pin_memory=on_gpu)
-        seen_in_epoch = 0
-        t_wait = time.perf_counter()
-        for batch in batches:
-            if seen_in_epoch < batch_in_epoch:  # resume: continue the epoch where it stopped
-                seen_in_epoch += 1
-                t_wait = time.perf_counter()
-                continue
-            wait_window += time.perf_counter() - t_wait
-            seen_in_epoch += 1
-            frames = batch["frame"]
-            if whole_stream:
-                frames = frames[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(step, cfg)
-            # Views are drawn for the global batch and sliced to this rank (no host sync: CPU
-            # generator): sample i of a step gets the same views with 1 or N workers.
-            gen = view_generator(cfg.seed, step)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
-                views = make_views(frames, groups, gen, offset=rank * cfg.batch_size, total=frames_per_step,
-                                   compiled=cfg.compile and on_gpu)
-                out = model(views, step, cfg.seed)
-            optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            grad_norm = clip_gradients(trainable, cfg.clip)
-            optimizer.step()
-            step += 1
-            batch_in_epoch = seen_in_epoch
-            frames_window += frames_per_step
+    iterators_made = 0
 
-            log_now = step % cfg.log_every == 0 or step == cfg.steps
-            ckpt_now = step % cfg.checkpoint_every == 0 or step == cfg.steps
-            if log_now or ckpt_now:
-                elapsed = time.perf_counter() - t_window
-                with torch.no_grad():
-                    weight_norm = _norm(backbone_trainable)
-                    dist_init = _norm([p.detach() - p0 for p, p0 in zip(backbone_trainable, init_params)])
-                    rel = dist_init / init_norm
-                last = {"train/loss": out["loss"].item(), "train/inv": out["inv"].item(),
-                        "train/sigreg": out["sigreg"].item(), "train/grad_norm": grad_norm.item(),
-                        "train/weight_norm": weight_norm.item(), "train/rel_dist_init": rel.item(),
-                        "train/lr": optimizer.param_groups[0]["lr"],
-                        "train/frames_per_s": frames_window / max(elapsed, 1e-9),
-                        "train/data_wait_s": wait_window / max(1, cfg.log_every)}
-                problem = guard.update(last["train/loss"], last["train/grad_norm"])
-                flag = torch.tensor([1.0 if problem else 0.0], device=device)
-                if world > 1:
-                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                if flag.item() > 0:
-                    status, reason = "diverged", problem or "another rank diverged"
-                elif step >= cfg.steps:
-                    status = "finished"
+    def new_iterator():
+        nonlocal iterators_made
+        iterators_made += 1
+        return shard.iter_torch_batches(batch_size=read_batch, dtypes=torch.uint8, device=device,
+                                        drop_last=True, prefetch_batches=2, pin_memory=on_gpu)
+
+    per_epoch = int(config.get("batches_per_epoch") or 0)
+    if per_epoch:   # run_pretrain made the dataset one stream over every epoch (a store)
+        batches = _stream_batches(new_iterator(), per_epoch, epoch, batch_in_epoch)
+    else:
+        batches = _epoch_batches(new_iterator, epoch, batch_in_epoch, rank, cfg.batch_size)
+    t_wait = time.perf_counter()
+    for batch_epoch, batch_index, batch in batches:
+        if step >= cfg.steps:
+            break
+        wait_window += time.perf_counter() - t_wait
+        frames = batch["frame"]
+        if whole_stream:
+            frames = frames[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
+        out, grad_norm = train_step(forward, optimizer, trainable, frames, groups, cfg, step,
+                                    offset=rank * cfg.batch_size, total=frames_per_step, proj_dim=head.proj_dim)
+        step += 1
+        epoch, batch_in_epoch = batch_epoch, batch_index + 1
+        frames_window += frames_per_step
+
+        log_now = step % cfg.log_every == 0 or step == cfg.steps
+        ckpt_now = step % cfg.checkpoint_every == 0 or step == cfg.steps
+        if log_now or ckpt_now:
+            with torch.no_grad():
+                weight_norm = _norm(backbone_trainable)
+                dist_init = _norm([p.detach() - p0 for p, p0 in zip(backbone_trainable, init_params)])
+                rel = dist_init / init_norm
+            last = {"train/loss": out["loss"].item(), "train/inv": out["inv"].item(),
+                    "train/sigreg": out["sigreg"].item(), "train/grad_norm": grad_norm.item(),
+                    "train/weight_norm": weight_norm.item(), "train/rel_dist_init": rel.item(),
+                    "train/lr": optimizer.param_groups[0]["lr"]}
+            # Wall time from the last report to this one, after .item() waited for the GPU: the
+            # rate a user measures (the previous report's own time included; issue 17).
+            now = time.perf_counter()
+            last["train/frames_per_s"] = frames_window / max(now - t_window, 1e-9)
+            last["train/data_wait_s"] = wait_window / max(1, cfg.log_every)
+            problem = guard.update(last["train/loss"], last["train/grad_norm"])
+            flag = torch.tensor([1.0 if problem else 0.0], device=device)
+            if world > 1:
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() > 0:
+                status, reason = "diverged", problem or "another rank diverged"
+            elif step >= cfg.steps:
+                status = "finished"
+            if logger:
+                logger.log(step, last)
+            if metrics_sink:
+                metrics_sink.update(step, last)
+            report = {"step": step, "epoch": epoch, "status": status, "reason": reason,
+                      "spikes": guard.spikes, "resumed_from": resumed_from,
+                      "data_iterators": iterators_made, **last}
+            if ckpt_now or status != "running":
                 if logger:
-                    logger.log(step, last)
-                if metrics_sink:
-                    metrics_sink.update(step, last)
-                report = {"step": step, "epoch": epoch, "status": status, "reason": reason,
-                          "spikes": guard.spikes, "resumed_from": resumed_from, **last}
-                if ckpt_now or status != "running":
-                    if logger:
-                        logger.flush()  # curves up to the checkpoint are safe before it counts
-                    with tempfile.TemporaryDirectory() as d:
-                        if rank == 0:
-                            save_state(d)
-                            if status != "running":
-                                save_final_backbone(inner.backbone, cfg, step, status,
-                                                    Path(d) / BACKBONE_DIR, config)
-                        ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(d)
-                                         if rank == 0 else None)
-                else:
-                    ray.train.report(report)
-                t_window, frames_window, wait_window = time.perf_counter(), 0, 0.0
-                if status != "running":
-                    break
-            t_wait = time.perf_counter()
-        else:
-            epoch += 1
-            batch_in_epoch = 0
-            if seen_in_epoch == 0:
-                raise RuntimeError(f"the dataset shard of rank {rank} yielded no batch of "
-                                   f"{cfg.batch_size} frames: use a smaller --batch-size or more frames")
+                    logger.flush()  # curves up to the checkpoint are safe before it counts
+                with tempfile.TemporaryDirectory() as d:
+                    if rank == 0:
+                        save_state(d)
+                        if status != "running":
+                            save_final_backbone(inner.backbone, cfg, step, status,
+                                                Path(d) / BACKBONE_DIR, config)
+                    ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(d)
+                                     if rank == 0 else None)
+            else:
+                ray.train.report(report)
+            t_window, frames_window, wait_window = now, 0, 0.0
+            if status != "running":
+                break
+        t_wait = time.perf_counter()
+    if step < cfg.steps and status == "running":
+        raise RuntimeError(f"the data stream of rank {rank} ended at step {step} of {cfg.steps}")
     if logger:
         logger.flush()
+
+
+def _stream_batches(iterator, per_epoch: int, epoch: int, batch_in_epoch: int):
+    """(epoch, index in the epoch, batch) from ONE iterator over a stream of whole-batch epochs
+    (run_pretrain's read of a store): the reader never restarts at an epoch boundary. The stream
+    starts at an epoch start; a resumed run skips the `batch_in_epoch` batches it already trained on."""
+    for k, batch in enumerate(iterator):
+        if k < batch_in_epoch:
+            continue
+        yield epoch + k // per_epoch, k % per_epoch, batch
+
+
+def _epoch_batches(new_iterator, epoch: int, batch_in_epoch: int, rank: int, batch_size: int):
+    """(epoch, index in the epoch, batch) for any other dataset: a new iterator per epoch (Ray Data
+    restarts its reads at each one); a resumed run skips what it already trained on."""
+    while True:
+        seen = 0
+        for k, batch in enumerate(new_iterator()):
+            seen += 1
+            if k >= batch_in_epoch:
+                yield epoch, k, batch
+        if seen == 0:
+            raise RuntimeError(f"the dataset shard of rank {rank} yielded no batch of "
+                               f"{batch_size} frames: use a smaller --batch-size or more frames")
+        epoch, batch_in_epoch = epoch + 1, 0
 
 
 def _trainable_keys(module: nn.Module) -> set[str]:
@@ -437,7 +495,19 @@ def run_pretrain(cfg: PretrainConfig, dataset, *, storage_path: str, run_name: s
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from sportray.data.errors import DataError
+    from sportray.data.frames import stream_store
+
     cfg.validate()
+    # A store's read becomes one stream over every epoch the run needs: no reader restart (and
+    # no seconds-long stall) at epoch boundaries. Other datasets are iterated once per epoch.
+    try:
+        streamed = stream_store(dataset, cfg.steps, cfg.batch_size * cfg.workers)
+    except DataError as exc:
+        return PretrainResult("failed", 0, "", {}, reason=str(exc), storage=str(Path(storage_path) / run_name))
+    batches_per_epoch = 0
+    if streamed is not None:
+        dataset, batches_per_epoch = streamed
     use_gpu = cfg.gpus_per_worker > 0
     resources = {"CPU": cfg.cpus_per_worker}
     if use_gpu:
@@ -457,7 +527,8 @@ def run_pretrain(cfg: PretrainConfig, dataset, *, storage_path: str, run_name: s
         train_loop_per_worker,
         train_loop_config={"pretrain": asdict(cfg), "base_path": base_path,
                            "base_label": base_label or cfg.base, "tracking_uri": tracking_uri,
-                           "mlflow_run_id": mlflow_run_id, "trial": trial},
+                           "mlflow_run_id": mlflow_run_id, "trial": trial,
+                           "batches_per_epoch": batches_per_epoch},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

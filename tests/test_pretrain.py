@@ -195,3 +195,18 @@ def test_two_gloo_workers_train_the_same_model_as_one_worker_with_their_combined
     mismatch = ((d1 - d2).norm() / d1.norm()).item()
     print(f"relative mismatch of the weight updates, 2 workers vs 1: {mismatch:.2e}")
     assert mismatch < 0.01, mismatch
+
+
+def test_training_streams_across_epoch_boundaries_with_one_reader(store, tmp_path):
+    """Issue 17: crossing an epoch boundary must not restart the reader (a new Ray Data execution
+    stalled each epoch for ~3 s on the GPU). A store's read is one stream over every epoch: over
+    3+ epochs of the tiny store the worker makes exactly one batch iterator."""
+    from sportray.data.frames import read_store
+
+    cfg = PretrainConfig(steps=38, views="2x32", batch_size=8, warmup_steps=2, log_every=19,
+                         checkpoint_every=38, cpus_per_worker=0.8, proj_dim=16, sigreg_directions=16,
+                         max_failures=0)   # 96 frames / 8 = 12 batches an epoch: step 38 is in the 4th
+    res = run_pretrain(cfg, read_store(store), storage_path=str(tmp_path), run_name="epochs")
+    assert res.status == "finished", res.reason
+    assert res.metrics["epoch"] == 3, res.metrics
+    assert res.metrics["data_iterators"] == 1, res.metrics

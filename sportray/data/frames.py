@@ -266,15 +266,22 @@ def build_store(sources: list[Source], out: str | Path | None, every_s: float = 
 
 
 def _read_frames(batch: dict):
-    """Ray Data UDF: one store file path in, its frames out in ~64-frame (17 MB) batches."""
+    """Ray Data UDF: one store file (path, rows to take) in, its first `rows` frames out in
+    ~64-frame (17 MB) batches."""
     import pyarrow.parquet as pq
 
-    for path in batch["path"]:
+    for path, rows in zip(batch["path"], batch["rows"]):
+        left = int(rows)
         for rb in pq.ParquetFile(str(path)).iter_batches(batch_size=64, columns=["frame"]):
+            if left <= 0:
+                break
+            rb = rb.slice(0, left)
+            left -= rb.num_rows
             yield {"frame": rb.column(0).to_numpy()}
 
 
-def read_store(path: str | Path, max_frames: int = 0, seed: int | None = None):
+def read_store(path: str | Path, max_frames: int = 0, seed: int | None = None, *, epochs: int = 1,
+               epoch_multiple: int = 1):
     """The training-side Ray Dataset over a store: one column, frame (uint8 HxWx3).
 
     The store is shuffled at write time, so its first `max_frames` rows are a uniform random
@@ -285,12 +292,18 @@ def read_store(path: str | Path, max_frames: int = 0, seed: int | None = None):
     yielding blocks as their reads finish. The same store and seed give the same batches in every
     epoch and every run, whatever else the machine is doing.
 
+    `epochs`, `epoch_multiple`: the dataset is `epochs` passes over the store back to back, each
+    cut to a multiple of `epoch_multiple` frames (the trainer's global batch), so that one
+    long-lived iterator crosses epoch boundaries without restarting the reader, and every pass
+    yields the same batches as the first. `run_pretrain` asks for this itself (:func:`stream_store`).
+
     Why not `ray.data.read_parquet`: in Ray 2.60 its ListFiles step asks for a whole CPU at the
     start of every epoch and cannot be told otherwise; with trainers holding the cores (a
     2-core laptop, or a GPU node whose cores the trainers reserve) it waits forever. The file
     list is known (the store is ours), so the driver lists it and each read is a quarter-CPU
     task: reading raw uint8 Parquet is I/O, not compute.
     """
+    import pyarrow.parquet as pq
     import ray
 
     check_store(path)
@@ -299,9 +312,35 @@ def read_store(path: str | Path, max_frames: int = 0, seed: int | None = None):
         raise DataError(path, "frame store has no Parquet files under data/")
     if seed is not None:
         files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))]
-    ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
+    rows = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    frames = min(max_frames, sum(rows)) if max_frames else sum(rows)
+    frames -= frames % max(1, int(epoch_multiple))
+    one_pass, left = [], frames
+    for f, n in zip(files, rows):
+        if left <= 0:
+            break
+        one_pass.append({"path": f, "rows": min(n, left)})
+        left -= min(n, left)
+    items = one_pass * max(1, int(epochs))
+    ds = ray.data.from_items(items or [{"path": files[0], "rows": 0}], override_num_blocks=max(1, len(items)))
     ds.context.execution_options.preserve_order = True
     ds = ds.map_batches(_read_frames, batch_size=1, batch_format="numpy", num_cpus=0.25)
-    if max_frames:
-        ds = ds.limit(max_frames)
+    # How this dataset was made, so that run_pretrain can ask for the same read over many epochs.
+    ds._sportray_store = {"path": str(path), "max_frames": max_frames, "seed": seed, "frames": frames}
     return ds
+
+
+def stream_store(dataset, steps: int, batch: int):
+    """`dataset` made by :func:`read_store`, re-read as one stream of whole-batch epochs long
+    enough for `steps` batches of `batch` frames (plus one epoch: a resumed run re-reads the
+    start of its epoch). Returns (dataset, batches per epoch), or None for any other dataset."""
+    spec = getattr(dataset, "_sportray_store", None)
+    if spec is None:
+        return None
+    per_epoch = spec["frames"] // batch
+    if per_epoch == 0:
+        raise DataError(spec["path"], f"the store holds {spec['frames']} frames, fewer than one step's "
+                                      f"batch of {batch}: use a smaller --batch-size or more frames")
+    epochs = -(-steps // per_epoch) + 1
+    return read_store(spec["path"], spec["max_frames"], spec["seed"], epochs=epochs,
+                      epoch_multiple=batch), per_epoch
