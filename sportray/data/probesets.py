@@ -16,7 +16,7 @@ Memory is bounded independently of the dataset's size: Ray tasks decode chunks o
 CHUNK items, at most MAX_IN_FLIGHT chunks are pending, and the driver writes each finished chunk
 at its offset in the .npy files (plain file writes, so nothing accumulates in the driver), and
 load() maps the images instead of reading them (features are extracted batch by batch).
-load() returns the arrays of notes/CONTRACTS.md (images/masks as read-only memmaps); it also
+load() returns the arrays of notes/CONTRACTS.md (images/masks as copy-on-write memmaps); it also
 reads version-1 files (everything inside the .npz). Loaded with allow_pickle=False.
 
 What was used is recorded in `meta` and reaches MLflow as tags (mlflow_tags): the soccer split's
@@ -78,7 +78,9 @@ def load(path: str | Path) -> dict[str, np.ndarray]:
         for column in ("images", "masks"):
             side = _sidecar(path, column)
             if column not in out and side.is_file():
-                out[column] = np.load(side, mmap_mode="r", allow_pickle=False)
+                # copy-on-write: torch.from_numpy takes it without a read-only warning, and a
+                # write by a consumer stays in its memory, never reaches the file
+                out[column] = np.load(side, mmap_mode="c", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DataError(path, f"not a readable probe set ({exc})") from None
     if "images" not in out:
