@@ -56,7 +56,11 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 def cmd_synth(args) -> int:
     from sportray.data.synthetic import write_synthetic
+    from sportray.validate import check_writable_dir
 
+    if args.seed < 0:
+        raise ConfigError(f"--seed {args.seed}: must be >= 0")
+    check_writable_dir("DIR", args.dir)
     root = write_synthetic(Path(args.dir), seed=args.seed)
     print(json.dumps({"written": str(root)}, indent=1))
     return 0
@@ -78,7 +82,15 @@ def cmd_inspect(args) -> int:
 def cmd_frames(args) -> int:
     from sportray.data.frames import build_store, parse_sources
     from sportray.runtime import init_ray
+    from sportray.validate import check_store_dir
 
+    # Everything checked before Ray starts (~30 s) and before anything is written.
+    if not Path(args.corpus).is_dir():
+        raise ConfigError(f"CORPUS {args.corpus}: no such folder (a folder of videos or a SoccerNet root)")
+    DataConfig(data_dir=args.data_dir, corpus=args.corpus, extra_sources=args.extra_sources,
+               every_s=args.every_s, max_frames=args.max_frames, split_seed=args.seed).validate()
+    if args.out:
+        check_store_dir("--out", args.out)
     init_ray(args.address)
     info = build_store(parse_sources(args.corpus, args.extra_sources), args.out, every_s=args.every_s,
                        data_dir=args.data_dir, seed=args.seed)
@@ -107,22 +119,35 @@ def cmd_pretrain(args) -> int:
 
     from sportray import trial
     from sportray.runtime import init_ray
+    from sportray.validate import (check_address, check_data_fits, check_multi_host, check_resources,
+                                   check_storage, check_tracking_uri)
 
     from sportray.tracking import connect
-    connect(args.tracking_uri)  # an unreachable tracking URI fails before any training starts
     original = None
+    if not args.rerun:  # every option checked before anything is created (the sqlite file included)
+        cfg = config_from_args(PretrainConfig, args).validate()
+        data = config_from_args(DataConfig, args).validate()
+    check_tracking_uri(args.tracking_uri)
+    check_storage(args.storage)
+    check_address(args.address)
+    connect(args.tracking_uri)  # an unreachable tracking URI fails before any training starts
     if args.rerun:
         # Everything the trial ran with comes from its run: config, data (its store), probe seed.
         cfg, data, probe, original = trial.load_rerun(args.tracking_uri, args.rerun)
         cfg = cfg.validate()
     else:
-        cfg = config_from_args(PretrainConfig, args).validate()
-        data = config_from_args(DataConfig, args)
         probe = ProbeConfig()
     ray_info = init_ray(args.address)
-    # Same command, same run: re-running a finished command reports it instead of training twice.
+    check_resources(cfg)      # a request the cluster cannot meet would wait forever
+    check_multi_host(args.tracking_uri, {"--data-dir": data.data_dir, "--corpus": data.corpus,
+                                         "--basketball": data.basketball, "--storage": args.storage})
+    # The run's identity includes its data: the frame store's content key, not only its paths (the
+    # same command line on another corpus is another run).
+    from sportray.data.defaults import frame_store
+    store = frame_store(data)
+    check_data_fits(store.frames, cfg, data.max_frames, store.path)
     trial_id = ("rerun-" + args.rerun) if args.rerun else "pretrain-" + hashlib.sha256(json.dumps(
-        [dataclasses.asdict(cfg), dataclasses.asdict(data)], sort_keys=True).encode()).hexdigest()[:12]
+        [dataclasses.asdict(cfg), dataclasses.asdict(data), store.key], sort_keys=True).encode()).hexdigest()[:12]
     metrics = trial.run_trial(cfg, data, probe, tracking_uri=args.tracking_uri,
                               experiment=args.experiment, parent_run_id=None, trial_id=trial_id,
                               storage=args.storage, do_probe=args.probe)
@@ -144,13 +169,25 @@ def cmd_probe(args) -> int:
     from sportray import trial
     from sportray.runtime import init_ray
 
-    data = config_from_args(DataConfig, args)
-    probe_cfg = config_from_args(ProbeConfig, args)
-    from sportray.tracking import connect
-    connect(args.tracking_uri)
+    from sportray.validate import check_address, check_tracking_uri
+
+    data = config_from_args(DataConfig, args).validate()
+    probe_cfg = config_from_args(ProbeConfig, args).validate()
     if args.reference == "dinov3" and not args.weights:
         raise ConfigError("--reference dinov3: the frozen-DINOv3 bar is unavailable without --weights PATH "
                           "(a local DINOv3 ViT-S/16 file; sportray never downloads weights)")
+    if args.weights and not Path(args.weights).is_file():
+        raise ConfigError(f"--weights {args.weights}: no such file")
+    if args.checkpoint and not (Path(args.checkpoint) / "meta.json").is_file():
+        raise ConfigError(f"--checkpoint {args.checkpoint}: not a sportray backbone folder (no meta.json)")
+    if args.reference:
+        parse_seeds(args.seeds)
+    if args.seed < 0:
+        raise ConfigError(f"--seed {args.seed}: must be >= 0")
+    check_tracking_uri(args.tracking_uri)
+    check_address(args.address)
+    from sportray.tracking import connect
+    connect(args.tracking_uri)
     ray_info = init_ray(args.address)
     if args.reference:
         seeds = parse_seeds(args.seeds)
@@ -261,17 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sportray.backbones import CheckpointError, WeightsError
-    from sportray.data.errors import DataError
-    from sportray.tracking import TrackingError
+    from sportray.validate import run_edge
 
     args = build_parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except (ConfigError, DataError, TrackingError, WeightsError, CheckpointError, FileNotFoundError) as err:
-        # Bad input: one line naming the file or option and what is wrong, no traceback.
-        print(f"sportray {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    # Bad input (a bad option, a missing or unreadable file, OSError/ValueError): one line naming
+    # the file or option and what is wrong, exit 2, no traceback (sportray/validate.py).
+    return run_edge(f"sportray {args.command}", lambda: args.fn(args))
 
 
 if __name__ == "__main__":

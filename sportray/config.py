@@ -107,6 +107,42 @@ class DataConfig:
                                      # official splits); "" -> the SoccerNet root's, else a seeded split
     soccer_include_not_shown: bool = False  # put "not shown" events back into the soccer probe
 
+    def validate(self) -> "DataConfig":
+        """Every field checked before anything starts: numbers in range, given input paths exist,
+        a given --store is a sportray frame store (or a new/empty folder), --data-dir can be made."""
+        _check_types(self)
+        _finite(self, "every_s")
+        if self.every_s <= 0:
+            raise ConfigError(f"--every-s {self.every_s}: must be a positive number of seconds")
+        if self.max_frames < 0:
+            raise ConfigError(f"--max-frames {self.max_frames}: must be >= 0 (0 = every frame of the store)")
+        if self.split_seed < 0:
+            raise ConfigError(f"--split-seed {self.split_seed}: must be >= 0")
+        for name in ("corpus", "basketball", "soccer_labels", "soccer_splits", "basketball_images"):
+            value = getattr(self, name)
+            if value and "://" not in value and not Path(value).is_dir():
+                what = "is a file, not a folder" if Path(value).exists() else "no such folder"
+                raise ConfigError(f"{_flag(name)} {value}: {what}")
+        coco = self.basketball_coco
+        if coco and (coco.lower().endswith(".json") or "/" in coco) and not Path(coco).is_file():
+            raise ConfigError(f"--basketball-coco {coco}: no such file")
+        for part in filter(None, (p.strip() for p in self.extra_sources.split(","))):
+            folder, _, weight = part.rpartition(":") if ":" in part else (part, "", "1")
+            try:
+                ok = float(weight) > 0 and float(weight) < float("inf")
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ConfigError(f"--extra-sources {self.extra_sources}: weight {weight!r} of {folder} "
+                                  "must be a positive number")
+            if not Path(folder).is_dir():
+                raise ConfigError(f"--extra-sources {self.extra_sources}: {folder}: no such folder")
+        from sportray.validate import check_store_dir, check_writable_dir
+        check_writable_dir("--data-dir", self.data_dir)
+        if self.store:
+            check_store_dir("--store", self.store)
+        return self
+
     def absolute(self) -> "DataConfig":
         """The same config with local paths made absolute: Ray workers (Tune trials, Train
         workers) run in other working directories, where a relative path names nothing."""
@@ -163,10 +199,18 @@ class PretrainConfig:
     frame_side: int = 224            # frames are resized so the short side is this at load
 
     def validate(self) -> "PretrainConfig":
+        """Every field checked (sportray/validate.py calls this at the edge, before Ray starts):
+        a bad value raises ConfigError naming the flag and the value."""
+        _check_types(self)
         if self.arm not in ("scratch", "lora"):
             raise ConfigError(f"--arm {self.arm!r}: expected scratch or lora")
+        from sportray.backbones import ARCHS
+        if self.model not in ARCHS:
+            raise ConfigError(f"--model {self.model!r}: expected one of {', '.join(sorted(ARCHS))}")
         if self.steps <= 0:
             raise ConfigError(f"--steps {self.steps}: must be a positive number of steps")
+        _finite(self, "lr", "weight_decay", "clip", "lambda_sigreg", "gpus_per_worker",
+                "cpus_per_worker", "spike_factor")
         if self.clip < 0:
             raise ConfigError(f"--clip {self.clip}: must be > 0 to clip, or 0 to turn clipping off")
         if self.batch_size <= 0:
@@ -175,8 +219,59 @@ class PretrainConfig:
             raise ConfigError(f"--workers {self.workers}: must be positive")
         if not 0.0 <= self.lambda_sigreg <= 1.0:
             raise ConfigError(f"--lambda-sigreg {self.lambda_sigreg}: must lie in [0, 1]")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr {self.lr}: must be positive")
+        for name in ("weight_decay", "warmup_steps", "seed", "max_failures", "gpus_per_worker"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be >= 0")
+        for name in ("sigreg_directions", "proj_dim", "log_every", "checkpoint_every", "spike_patience",
+                     "cpus_per_worker"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be positive")
+        if self.spike_factor <= 1:
+            raise ConfigError(f"--spike-factor {self.spike_factor}: must be > 1 (a spike is a loss "
+                              "above this many times the running median)")
+        if self.frame_side != PROBE_SIZE:
+            raise ConfigError(f"--frame-side {self.frame_side}: only {PROBE_SIZE} is implemented (frame "
+                              f"stores hold 224p frames); another value would be logged but change nothing")
         parse_views(self.views)
+        if self.arm == "lora" and self.base not in ("", "synthetic-demo") and not Path(self.base).exists():
+            raise ConfigError(f"--base {self.base}: no such file or directory (a DINOv3 weights file, a "
+                              "sportray checkpoint directory, or synthetic-demo)")
         return self
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _finite(cfg, *names: str) -> None:
+    import math
+    for name in names:
+        value = getattr(cfg, name)
+        if not math.isfinite(value):
+            raise ConfigError(f"{_flag(name)} {value}: must be a finite number")
+
+
+def _check_types(cfg) -> None:
+    """Each field holds its declared type (a bool is not an int, an int is a float): values from
+    --set, presets or a --rerun record that are not refuse here instead of failing mid-run."""
+    import typing
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value, kind = getattr(cfg, f.name), hints[f.name]
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif kind is str:
+            ok = isinstance(value, str)
+        else:
+            continue
+        if not ok:
+            raise ConfigError(f"{_flag(f.name)} {value!r}: expected a {kind.__name__}")
 
 
 @dataclass
@@ -189,6 +284,18 @@ class ProbeConfig:
     seed: int = 0
     bootstrap: int = 1000
     feature_batch: int = 64
+
+    def validate(self) -> "ProbeConfig":
+        _check_types(self)
+        if not self.lrs or not all(isinstance(x, (int, float)) and 0 < x < float("inf") for x in self.lrs):
+            raise ConfigError(f"--lrs {' '.join(map(str, self.lrs))}: expected positive learning rates")
+        _finite(self, "weight_decay")
+        for name in ("epochs", "batch_size", "bootstrap", "feature_batch"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be positive")
+        if self.weight_decay < 0 or self.seed < 0:
+            raise ConfigError(f"--weight-decay {self.weight_decay} / --seed {self.seed}: must be >= 0")
+        return self
 
 
 def flatten(cfg, prefix: str = "") -> dict[str, object]:

@@ -14,9 +14,15 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
     import ray
 
     if not ray.is_initialized():
+        from sportray.validate import check_address
+
+        # Nothing at --address: a sportray message within seconds, not Ray's C++ retries.
+        check_address(address)
         if address and address not in ("auto", "local") and not address.startswith("ray://"):
             # Ray 2.60 token auth: joining by host:port needs the token mode (DESIGN.md §5).
             os.environ.setdefault("RAY_AUTH_MODE", "token")
+        if os.environ.get("RAY_AUTH_MODE") == "token":
+            private_token_file()
         kwargs = dict(address=address or None, ignore_reinit_error=True,
                       logging_level=logging.WARNING if quiet else logging.INFO,
                       log_to_driver=True)
@@ -40,6 +46,27 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
     if url and not url.startswith("http"):
         url = "http://" + url
     return {"dashboard_url": url, "address": address or "local"}
+
+
+def token_file() -> str:
+    """The Ray auth token file this process uses: $RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token."""
+    return os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+
+
+def private_token_file(path: str | None = None) -> str:
+    """The token is the cluster's password: a token file others can read is made 0600 (owner
+    only), with a note. Returns the path ('' when there is no file)."""
+    import stat
+
+    path = path or token_file()
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO) and st.st_uid == os.getuid():
+        os.chmod(path, 0o600)
+        print(f"sportray: {path} (the Ray auth token) was readable by other users; now 0600", flush=True)
+    return path
 
 
 def _dashboard_missing() -> str:

@@ -97,6 +97,6 @@ def check_shared_storage(storage_path: str, *, nodes: Iterable[Mapping] | None =
         f"--storage {storage_path}: this Ray cluster has {len(alive)} nodes on {len(hosts)} hosts, but "
         f"{path} is on a node-local filesystem ({fstype} mounted at {point}). Tune state and Train "
         "checkpoints must be readable from every node, or resumed trials and the probe stage lose "
-        "them. Pass --storage s3://BUCKET/sportray-runs (or gs://...), or a path on a network "
-        "filesystem mounted at the same place on every node (NFS/EFS, Lustre, a FUSE mount), "
-        "e.g. --storage /mnt/shared/sportray-runs.")
+        "them. Pass a path on a network filesystem mounted at the same place on every node (NFS/EFS, "
+        "Lustre, a FUSE mount of a bucket such as s3fs or mountpoint-s3), e.g. --storage "
+        "/mnt/shared/sportray-runs (s3:// URIs themselves are not supported by sportray yet).")

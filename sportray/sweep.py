@@ -64,11 +64,20 @@ def _trainable(config: dict, ctx: dict) -> None:
     seed = ctx["seeds"][int(config.get("__trial_index__", 0)) % len(ctx["seeds"])]
     cfg = PretrainConfig(**{**ctx["pretrain"], **overrides, "seed": seed})
     trial_id = ray.tune.get_context().get_trial_id()
-    metrics = run_trial(cfg, DataConfig(**{**ctx["data"], **data_overrides}), ProbeConfig(**ctx["probe"]),
-                        tracking_uri=ctx["tracking_uri"], experiment=ctx["experiment"],
-                        parent_run_id=ctx["parent_run_id"], trial_id=trial_id,
-                        storage=ctx["storage"], in_tune=True,
-                        config_key=trial_key(cfg, {**overrides, **data_overrides}))
+    try:
+        metrics = run_trial(cfg, DataConfig(**{**ctx["data"], **data_overrides}), ProbeConfig(**ctx["probe"]),
+                            tracking_uri=ctx["tracking_uri"], experiment=ctx["experiment"],
+                            parent_run_id=ctx["parent_run_id"], trial_id=trial_id,
+                            storage=ctx["storage"], in_tune=True,
+                            config_key=trial_key(cfg, {**overrides, **data_overrides}))
+    except Exception as exc:
+        if not deterministic_failure(exc):
+            raise  # may succeed on another try (a lost node): Tune retries it
+        # A config error, a missing file, out of memory: the same again would fail the same way.
+        # Reported as a failed result (Tune does not retry a trial that returns).
+        from sportray.validate import one_line
+        ray.tune.report({"status": "failed", "error": one_line(exc)[-1000:], "seed": seed})
+        return
     report = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     report["status"] = metrics.get("status", "")
     report["mlflow_run_id"] = metrics.get("mlflow_run_id", "")
@@ -77,6 +86,39 @@ def _trainable(config: dict, ctx: dict) -> None:
         # No objective value: OptunaSearch records the trial as pruned, never as a good score.
         report.pop(ctx["objective"], None)
     ray.tune.report(report)
+
+
+_DETERMINISTIC = ("ConfigError", "DataError", "FileNotFoundError", "WeightsError", "CheckpointError",
+                  "BatchDoesNotFitError", "OutOfMemoryError", "out of memory")
+
+
+def deterministic_failure(exc: BaseException) -> bool:
+    """A failure that a retry would repeat: bad config, missing/bad files, out of memory (also
+    when Ray Train wrapped it into a RuntimeError naming it)."""
+    from sportray.data.errors import DataError
+
+    if isinstance(exc, (ConfigError, DataError, FileNotFoundError)):
+        return True
+    text = f"{type(exc).__name__}: {exc}"
+    return any(name in text for name in _DETERMINISTIC)
+
+
+def failed_trials(results) -> list[tuple[str, str]]:
+    """(trial id, one-line reason) of each trial that errored (raised, or reported status failed)."""
+    out = []
+    for r in results:
+        m = r.metrics or {}
+        if r.error is not None:
+            lines = [ln.strip() for ln in str(r.error).splitlines() if ln.strip()]
+            out.append((m.get("trial_id") or str(getattr(r, "path", ""))[-40:], lines[-1] if lines else
+                        type(r.error).__name__))
+        elif m.get("status") == "failed":
+            out.append((m.get("trial_id", "?"), str(m.get("error", "failed"))))
+    return out
+
+
+class SweepFailed(RuntimeError):
+    """Every trial of the sweep errored: nothing to rank (exit 1, the reason in the last line)."""
 
 
 def objective(spec: SweepSpec) -> str:
@@ -130,6 +172,77 @@ def latest_sweep_dir(storage: Path, name: str) -> Path | None:
     return dirs[-1] if dirs else None
 
 
+SWEEP_CONFIG = "sweep_config.json"
+
+
+def resolved_config(preset_name, pretrain, data, probe, seeds, n_configs, scheduler, search_seed, space,
+                    store_key, weights) -> dict:
+    """What a sweep ran with, resolved (preset + --set + data + the store's content key): written
+    to the sweep folder, and what --resume must match."""
+    return json.loads(json.dumps({
+        "preset": preset_name, "pretrain": dataclasses.asdict(pretrain), "data": dataclasses.asdict(data),
+        "probe": dataclasses.asdict(probe), "seeds": list(seeds), "num_configs": n_configs,
+        "scheduler": scheduler, "search_seed": search_seed, "space": {k: _domain(v) for k, v in space.items()},
+        "store_key": store_key, "weights": weights}, default=str))
+
+
+def _domain(dom) -> object:
+    """A Tune search domain as plain data (its repr is an object address)."""
+    if hasattr(dom, "categories"):
+        return {"choice": list(dom.categories)}
+    if hasattr(dom, "lower") and hasattr(dom, "upper"):
+        sampler = type(getattr(dom, "sampler", None)).__name__
+        return {"range": [dom.lower, dom.upper], "sampler": sampler}
+    return dom if isinstance(dom, (int, float, str, bool, list)) else type(dom).__name__
+
+
+def config_diff(stored: dict, now: dict, prefix: str = "") -> list[str]:
+    """'field: stored -> now' for every leaf that differs."""
+    out = []
+    for key in sorted(set(stored) | set(now)):
+        a, b = stored.get(key, "<absent>"), now.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def check_resume(sweep_dir: Path, resolved: dict, *, force: bool = False) -> None:
+    """--resume continues a sweep only under the configuration it started with."""
+    from sportray.trial import say
+
+    stored_file = sweep_dir / SWEEP_CONFIG
+    if not stored_file.is_file():
+        if not force:
+            raise ConfigError(f"--resume: {stored_file} is missing, so this sweep's configuration cannot be "
+                              "compared; pass --force-resume to continue it anyway")
+        return
+    diff = config_diff(json.loads(stored_file.read_text()), resolved)
+    if not diff:
+        return
+    if not force:
+        raise ConfigError(f"--resume: {sweep_dir.name} ran with another configuration ({'; '.join(diff)}); "
+                          "run without --resume for a new sweep, or pass --force-resume to continue it "
+                          "under the new one")
+    say(f"--force-resume: continuing {sweep_dir.name} despite: {'; '.join(diff)}")
+
+
+def _worst_cases(pretrain: PretrainConfig, data: DataConfig, space: dict):
+    """(pretrain config, max_frames) pairs covering the extremes a trial can take, for the
+    data-size check: the largest searched batch/workers, the smallest searched max_frames."""
+    def values(name, fixed):
+        dom = space.get(name)
+        cats = getattr(dom, "categories", None)
+        return list(cats) if cats else [fixed]
+
+    batch = max(values("batch_size", pretrain.batch_size))
+    workers = max(values("workers", pretrain.workers))
+    frames = [m for m in values("data.max_frames", data.max_frames)]
+    smallest = min((m for m in frames if m), default=0)
+    yield dataclasses.replace(pretrain, batch_size=batch, workers=workers), smallest
+
+
 def max_concurrent(pretrain: PretrainConfig) -> int:
     """Trials that fit at once: GPUs per trial on GPU clusters; on CPU, leave a core for Ray Data."""
     import ray
@@ -171,7 +284,7 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
               address: str | None = None, storage: str = "sportray-runs", resume: bool = False,
               num_configs: int | None = None, seeds: tuple[int, ...] | None = None,
               scheduler: str = "fifo", search_seed: int = 0, overrides: dict | None = None,
-              data_overrides: dict | None = None, weights: str = "") -> dict:
+              data_overrides: dict | None = None, weights: str = "", force_resume: bool = False) -> dict:
     from ray import tune
 
     from sportray import scorecard, tracking
@@ -179,25 +292,41 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
     from sportray.runtime import init_ray
     from sportray.trial import run_references, say
 
+    from sportray.validate import (check_count, check_data_fits, check_multi_host, check_resources,
+                                   check_storage, check_tracking_uri)
+
     preset = spec.presets[preset_name]
+    # The edge: every option checked before Ray starts and before anything is written.
+    check_count("--num-configs", num_configs)
+    check_count("--search-seed", search_seed, minimum=0)
+    if scheduler not in ("fifo", "asha"):
+        raise ConfigError(f"--scheduler {scheduler!r}: expected fifo or asha")
     tracking_uri = absolute_tracking_uri(tracking_uri or default_tracking_uri())
+    check_tracking_uri(tracking_uri)
+    storage = check_storage(storage)
+    if resume and latest_sweep_dir(Path(storage).resolve(), spec.name) is None:
+        raise ConfigError(f"--resume: no interrupted sweep named {spec.name}-* under {Path(storage).resolve()}")
     pretrain = PretrainConfig(**{**preset.pretrain, **(overrides or {})}).validate()
-    data = DataConfig(**{**preset.data, **(data_overrides or {})}).absolute()  # trials run elsewhere
-    probe = ProbeConfig(**preset.probe)
-    seeds = tuple(seeds or preset.seeds)
-    n_configs = num_configs or preset.num_configs
+    data = DataConfig(**{**preset.data, **(data_overrides or {})}).validate().absolute()  # trials run elsewhere
+    probe = ProbeConfig(**preset.probe).validate()
+    seeds = parse_seeds(",".join(map(str, seeds))) if seeds else tuple(preset.seeds)
+    n_configs = num_configs if num_configs is not None else preset.num_configs
     space = preset.space if preset.space is not None else spec.space
     # A field fixed on the command line (--set steps=4) is no longer searched.
     space = {k: v for k, v in space.items() if k not in (overrides or {})}
     if not space:
         raise ConfigError("every searched field is fixed by --set: nothing left for Optuna to search")
 
+    from sportray.validate import check_address
+    check_address(address)  # nothing at --address: said in seconds, before the tracking db is touched
     client = tracking.connect(tracking_uri)  # fail before anything trains
     ray_info = init_ray(address)
-    storage_path = Path(storage).resolve() if "://" not in storage else storage
+    storage_path = Path(storage).resolve()  # check_storage refused object-store URIs
     from sportray.storage import check_shared_storage
     check_shared_storage(str(storage_path))  # a multi-node run on node-local disk fails here, not mid-sweep
-    storage_path = Path(storage_path)
+    check_multi_host(tracking_uri, {"--data-dir": data.data_dir, "--corpus": data.corpus,
+                                    "--basketball": data.basketball, "--soccer-labels": data.soccer_labels})
+    check_resources(pretrain)  # a request the cluster cannot meet would wait forever
     storage_path.mkdir(parents=True, exist_ok=True)
     say(f"Ray dashboard: {ray_info['dashboard_url'] or '(not available)'}   MLflow: {tracking_uri}")
 
@@ -208,6 +337,9 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
         f"{' (reused)' if store.reused else ''}; {len(store.bad_files)} bad files skipped")
     for bad in store.bad_files:
         say(f"  skipped {bad['path']}: {bad['reason']}")
+    # Every trial needs one step's global batch from the store: said now, not after minutes of retries.
+    for trial_pretrain, max_frames in _worst_cases(pretrain, data, space):
+        check_data_fits(store.frames, trial_pretrain, max_frames, store.path)
     probe_sets(data, paths)
     data = dataclasses.replace(data, store=store.path)
     references, reference_weights = spec.references, weights
@@ -222,6 +354,12 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
         raise ConfigError(f"--resume: no interrupted sweep named {spec.name}-* under {storage_path}")
     if sweep_dir is None:
         sweep_dir = storage_path / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    resolved = resolved_config(preset_name, pretrain, data, probe, seeds, n_configs, scheduler, search_seed,
+                               space, store.key, reference_weights)
+    if resume:
+        check_resume(sweep_dir, resolved, force=force_resume)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / SWEEP_CONFIG).write_text(json.dumps(resolved, indent=1, sort_keys=True, default=str))
     exp_id = tracking.experiment_id(client, spec.name)
     parent = tracking.parent_run(client, exp_id, spec.name, sweep_dir, {
         "preset": preset_name, "num_configs": n_configs, "seeds": ",".join(map(str, seeds)),
@@ -264,6 +402,13 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
             run_config=tune.RunConfig(name=sweep_dir.name, storage_path=str(storage_path),
                                       failure_config=tune.FailureConfig(max_failures=1), verbose=1))
     results = tuner.fit()
+    failed = failed_trials(results)
+    if results and len(failed) == len(results):
+        for trial, reason in failed:
+            say(f"trial {trial} failed: {reason}")
+        tracking.set_status(client, parent, "failed", note=f"all {len(results)} trials failed")
+        raise SweepFailed(f"all {len(results)} trials failed, so there is nothing to rank; the last said: "
+                          f"{failed[-1][1]}")
     # The floor (and the bar) over the trials' seeds: a reference row has a spread like any row.
     # After the trials, not beside them: their probes would take the cores Ray Data reads with.
     run_references(references, seeds, data=data, probe=probe, tracking_uri=tracking_uri,
@@ -281,7 +426,7 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
     for f in (out_dir / "scorecard.md", out_dir / "scorecard.csv", plot):
         if f and Path(f).exists():
             client.log_artifact(parent, str(f))
-    errors = [r for r in results if r.error]
+    errors = failed
     tracking.set_status(client, parent, "finished")
 
     best = best_recipe(card, spec.metric)
@@ -350,7 +495,10 @@ def parser_for(spec: SweepSpec) -> argparse.ArgumentParser:
                    help="MLflow tracking URI (default sqlite:///mlflow.db, or $MLFLOW_TRACKING_URI)")
     p.add_argument("--storage", default="sportray-runs",
                    help="Tune/Train storage; on a multi-node cluster a path every node shares (NFS, EFS)")
-    p.add_argument("--resume", action="store_true", help="restore the latest interrupted sweep of this script")
+    p.add_argument("--resume", action="store_true", help="restore the latest interrupted sweep of this script "
+                   "(refused when its stored configuration differs from this command's)")
+    p.add_argument("--force-resume", action="store_true",
+                   help="with --resume: continue even if the configuration differs (the difference is printed)")
     p.add_argument("--num-configs", type=int, default=None, help="recipes Optuna proposes (each run once per seed)")
     p.add_argument("--seeds", default=None, help="comma list of seeds per recipe, e.g. 0,1,2")
     p.add_argument("--scheduler", choices=("fifo", "asha"), default="fifo",
@@ -374,41 +522,40 @@ def parser_for(spec: SweepSpec) -> argparse.ArgumentParser:
 
 
 def _parse_set(items: list[str]) -> dict:
-    out = {}
-    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
-    for item in items:
-        name, _, value = item.partition("=")
-        if name not in fields:
-            raise ConfigError(f"--set {item}: unknown field {name!r} (fields: {', '.join(fields)})")
-        kind = type(getattr(PretrainConfig(), name))
-        try:
-            out[name] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
-        except ValueError:
-            raise ConfigError(f"--set {item}: {value!r} is not a {kind.__name__}") from None
-    return out
+    from sportray.validate import parse_set
+    return parse_set(items, PretrainConfig)
 
 
 def main(spec: SweepSpec, argv: list[str] | None = None) -> int:
-    from sportray.data.errors import DataError
-    from sportray.tracking import TrackingError
+    """The sweep script's entry point: bad input -> one line, exit 2; every trial failed -> the
+    reason as the last line, exit 1; else 0."""
+    from sportray.validate import run_edge
 
     args = parser_for(spec).parse_args(argv)
+    if args.force_resume and not args.resume:
+        args.resume = True
+    try:
+        return run_edge(spec.name, lambda: _main(spec, args))
+    except SweepFailed as err:
+        print(f"{spec.name}: error: {err}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _main(spec: SweepSpec, args) -> int:
     data_over = {k: v for k, v in {"data_dir": args.data_dir, "corpus": args.corpus,
                                    "basketball": args.basketball,
                                    "soccer_labels": args.soccer_labels, "soccer_splits": args.soccer_splits,
                                    "soccer_include_not_shown": args.soccer_include_not_shown,
                                    "basketball_coco": args.basketball_coco,
                                    "basketball_images": args.basketball_images}.items() if v}
-    try:
-        overrides = _parse_set(args.set)
-        if args.weights:
-            overrides.setdefault("base", args.weights)
-        seeds = parse_seeds(args.seeds) if args.seeds else None
-        run_sweep(spec, args.preset, tracking_uri=args.tracking_uri, address=args.address,
-                  storage=args.storage, resume=args.resume, num_configs=args.num_configs, seeds=seeds,
-                  scheduler=args.scheduler, search_seed=args.search_seed, overrides=overrides,
-                  data_overrides=data_over, weights=args.weights)
-    except (ConfigError, DataError, TrackingError, FileNotFoundError) as err:
-        print(f"{spec.name}: error: {err}", file=sys.stderr)
-        return 2
+    overrides = _parse_set(args.set)
+    if args.weights:
+        if not Path(args.weights).is_file():
+            raise ConfigError(f"--weights {args.weights}: no such file")
+        overrides.setdefault("base", args.weights)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    run_sweep(spec, args.preset, tracking_uri=args.tracking_uri, address=args.address,
+              storage=args.storage, resume=args.resume, num_configs=args.num_configs, seeds=seeds,
+              scheduler=args.scheduler, search_seed=args.search_seed, overrides=overrides,
+              data_overrides=data_over, weights=args.weights, force_resume=args.force_resume)
     return 0
