@@ -81,6 +81,7 @@ class LocalRayCluster:
             self.token = generate_new_authentication_token()
             token_file = self.workdir / "auth_token"
             token_file.write_text(self.token)
+            token_file.chmod(0o600)  # the cluster's password: owner only
             self.env["RAY_AUTH_TOKEN_PATH"] = str(token_file)
         self.env.update(env or {})
 
