@@ -6,7 +6,7 @@ dashboards in ``dashboards/`` draw. Every name here appears on the endpoint with
 ``ray_`` prefix (``sportray_loss`` -> ``ray_sportray_loss``; the counter gets ``_total``).
 
 Labels: ``trial`` and ``arm``. ``trial`` should be the trial's MLflow run name
-(``tracking.run_name(config_key, seed)``, e.g. ``"scratch 2x224 steps=40 clip=off s0"``) so a
+(``tracking.run_name(config_key, seed)``, e.g. ``"2x224 40st noclip s0"``) so a
 Grafana legend and the MLflow compare view name a trial the same way; two seeds of one recipe
 must not share a ``trial`` value or their gauges overwrite each other.
 

@@ -26,6 +26,14 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
         kwargs = dict(address=address or None, ignore_reinit_error=True,
                       logging_level=logging.WARNING if quiet else logging.INFO,
                       log_to_driver=True)
+        if quiet and not os.environ.get("SPORTRAY_VERBOSE"):
+            # Ray Data's progress bars and INFO lines, Train's per-report line, Ray's own
+            # deprecation warnings: off the console in the driver and in every worker of the job
+            # (sportray/console.py; SPORTRAY_VERBOSE=1 keeps them).
+            from sportray.console import quiet_env, quiet_process
+            quiet_process()
+            kwargs["runtime_env"] = {"env_vars": quiet_env(),
+                                     "worker_process_setup_hook": "sportray.console.quiet_process"}
         if not address:
             missing = _dashboard_missing()
             if missing:

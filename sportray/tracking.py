@@ -7,7 +7,7 @@ Layout (the binding names are in notes/CONTRACTS.md, "MLflow names"):
        │            sportray.sweep_dir; a resumed sweep (same directory) reuses it
        ├─ trial run one per Ray Tune trial: tags mlflow.parentRunId, sportray.kind=trial,
        │            sportray.trial_id, sportray.config_key, sportray.status; run name
-       │            "<config_key> s<seed>"; params = flattened PretrainConfig field names
+       │            "<short config key> s<seed>"; params = flattened PretrainConfig field names
        └─ reference run  sportray.kind=reference, sportray.reference in {random, dinov3}
 
 Rules this module enforces (each one answers an MLflow pitfall, DESIGN.md §5):
@@ -519,6 +519,42 @@ def config_key(cfg: Mapping[str, object] | object, vary: Iterable[str] = ()) -> 
     return " ".join(parts)
 
 
+def _short_num(v: str) -> str:
+    try:
+        x = float(v)
+    except ValueError:
+        return v
+    if x != 0 and (abs(x) < 1e-2 or abs(x) >= 1e5):
+        m, e = f"{x:.2e}".split("e")
+        return f"{m.rstrip('0').rstrip('.')}e{int(e)}"
+    return f"{x:g}"
+
+
+def short_key(key: str) -> str:
+    """A config key as a few words for a run list: ``"scratch 2x224+6x96 steps=200 clip=1.0
+    lr=0.0005"`` -> ``"2x224+6x96 200st clip1 lr5e-4"``; ``"reference random"`` -> ``"random"``.
+    The arm is named unless it is scratch; fields other than views/steps/clip/lr stay ``k=v``.
+    The full key stays in the tag ``sportray.config_key``."""
+    out = []
+    for tok in key.split():
+        k, eq, v = tok.partition("=")
+        if not eq:
+            if tok not in ("scratch", "reference"):
+                out.append(tok)
+        elif k == "views":
+            out.append(v)
+        elif k == "steps":
+            out.append(f"{v}st")
+        elif k == "clip":
+            out.append("noclip" if v in ("off", "0", "0.0") else f"clip{_short_num(v)}")
+        elif k == "lr":
+            out.append(f"lr{_short_num(v)}")
+        else:
+            out.append(tok)
+    return " ".join(out) or key
+
+
 def run_name(key: str, seed: int | str) -> str:
-    """MLflow run name of a trial: ``"<config_key> s<seed>"``."""
-    return f"{key} s{seed}"
+    """MLflow run name of a trial (and its name in Tune's table and Grafana):
+    ``"<short_key(config_key)> s<seed>"``, e.g. ``"2x224 40st clip1 lr1e-3 s0"``."""
+    return f"{short_key(key)} s{seed}"

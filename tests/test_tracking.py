@@ -90,7 +90,7 @@ def test_trial_run_idempotent(client, exp, tmp_path):
     assert run.data.tags[T.TAG_PARENT] == parent
     assert run.data.tags[T.TAG_TRIAL_ID] == "trial_00001"
     assert run.data.tags[T.TAG_CONFIG_KEY] == key == "scratch 2x224+6x96 steps=200 clip=1.0"
-    assert run.info.run_name == "scratch 2x224+6x96 steps=200 clip=1.0 s1"
+    assert run.info.run_name == "2x224+6x96 200st clip1 s1"   # short; the full key is the tag
     assert run.data.params["lr"] == "0.0005" and run.data.params["steps"] == "200"
     assert run.data.params["seed"] == "1"
     # a changed value is never written over the first one; the conflict is visible as a tag
@@ -173,7 +173,12 @@ def test_config_key_and_run_name():
         "scratch 6x224 steps=100 clip=off lr=0.001"
     assert T.config_key(PretrainConfig(arm="lora", base="/w/dinov3_vits16.pth")) == \
         "lora 2x224+6x96 steps=50 clip=off base=dinov3_vits16.pth"
-    assert T.run_name("scratch 6x224 steps=100 clip=off", 2) == "scratch 6x224 steps=100 clip=off s2"
+    # run names are short (what a run list and Tune's table show); the key stays a tag
+    assert T.run_name("scratch 6x224 steps=100 clip=off", 2) == "6x224 100st noclip s2"
+    assert T.run_name("scratch views=2x224+4x64 steps=40 clip=1 lr=0.001", 0) == "2x224+4x64 40st clip1 lr1e-3 s0"
+    assert T.run_name("lora 2x224 steps=20 clip=1.0 base=dinov3_vits16.pth", 1) == \
+        "lora 2x224 20st clip1 base=dinov3_vits16.pth s1"
+    assert T.short_key("reference random") == "random"
 
 
 def test_references_of_several_seeds_created_at_once_keep_one_run_per_seed(client, exp, tmp_path):

@@ -1,0 +1,282 @@
+"""What a sweep prints, and what it keeps Ray from printing.
+
+A researcher reads the console of a sweep: one line per stage (synthesizing, decoding, probe
+sets), a short trial table when a trial ends (readable names: recipe and seed; step/N; the
+LeJEPA loss; the validation probe metric), a progress line a minute while trials run, and a
+compact ending (sportray/sweep.py `final_summary`). Everything Ray would print on its own is
+kept in Ray's log files instead of the console:
+
+* Ray Data's progress bars and INFO logs (in the driver and in every worker): progress bars off
+  (`RAY_DATA_DISABLE_PROGRESS_BARS`), the `ray.data` console handler at WARNING through
+  `RAY_DATA_LOGGING_CONFIG` (its file log is untouched);
+* Ray Train's "Reporting training result N: TrainingReport(...)" line per report (an INFO record
+  on a logger named by its source file, which Train's LoggingConfig does not reach);
+* Tune's own tables and trial-config boxes (`verbose=0`; `SweepConsole` prints instead), its
+  TensorBoard hint, Optuna's and MLflow's INFO lines, and two deprecation warnings Ray raises
+  from its own defaults.
+
+`quiet_process` runs in the driver and, as Ray's `worker_process_setup_hook`, in every worker
+process of the job (`sportray.runtime.init_ray`), so a multi-node cluster is quiet too.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+_RAY_DATA_LOGGING = """\
+version: 1
+disable_existing_loggers: false
+formatters:
+  ray:
+    format: "%(asctime)s\\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"
+filters:
+  console_filter:
+    (): ray.data._internal.logging.HiddenRecordFilter
+handlers:
+  file:
+    class: ray.data._internal.logging.SessionFileHandler
+    formatter: ray
+    filename: ray-data.log
+  console:
+    class: ray._private.log.PlainRayHandler
+    formatter: ray
+    level: WARNING
+    filters: [console_filter]
+loggers:
+  ray.data:
+    level: DEBUG
+    handlers: [file, console]
+    propagate: false
+"""
+
+# Warnings Ray raises from its own defaults (not from anything sportray passes).
+_RAY_OWN_WARNINGS = (".*exclude_resources.*", ".*TrainingReport.*")
+
+
+def ray_data_logging_config() -> str:
+    """A Ray Data logging config like Ray's default but with the console at WARNING (the file
+    log keeps everything); written once per machine, returned as a path."""
+    path = os.path.join(tempfile.gettempdir(), "sportray-ray-data-logging.yaml")
+    try:
+        with open(path) as f:
+            if f.read() == _RAY_DATA_LOGGING:
+                return path
+    except OSError:
+        pass
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(_RAY_DATA_LOGGING)
+    os.replace(tmp, path)
+    return path
+
+
+def quiet_env() -> dict[str, str]:
+    """Environment variables that keep Ray Data quiet in every process that inherits them."""
+    return {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_DATA_LOGGING_CONFIG": ray_data_logging_config()}
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *fragments: str):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(f in msg for f in self.fragments)
+
+
+def quiet_process() -> None:
+    """Ray's worker_process_setup_hook (and the driver's own set-up): Ray Data, Ray Train's
+    per-report line, MLflow/Optuna INFO and Ray's own deprecation warnings off the console."""
+    if os.environ.get("SPORTRAY_VERBOSE"):
+        return
+    for key, value in quiet_env().items():
+        os.environ.setdefault(key, value)
+    # Train v2 logs each report at INFO on a logger named by its file (so LoggingConfig, which
+    # filters "ray.train.*", does not reach it); the name is found without importing Train.
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("ray.train.v2._internal.execution.context")
+        if spec and spec.origin:
+            logging.getLogger(spec.origin).setLevel(logging.WARNING)
+    except (ImportError, ValueError):
+        pass
+    for name in ("mlflow", "optuna", "ray.tune", "ray.train", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # "To visualize your results with TensorBoard ..." (TensorBoard is not a dependency)
+    logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.ERROR)
+    for pattern in _RAY_OWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    # The token notice at ray.init: the start line says where the token is (runtime.init_ray).
+    logging.getLogger("ray").addFilter(_DropMessages("Token authentication is enabled"))
+    for h in logging.getLogger("ray").handlers:
+        h.addFilter(_DropMessages("Token authentication is enabled"))
+
+
+def say(msg: str) -> None:
+    print(f"[sportray] {msg}", file=sys.stderr, flush=True)
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    m, s = divmod(seconds, 60)
+    if m < 60:
+        return f"{m}:{s:02d} min"
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d} h"
+
+
+class Stage:
+    """One console line per stage: "[sportray] probe sets ... done in 26 s (detail)".
+
+    The start is printed at once (so a long stage is never silent); the end completes the same
+    line when nothing else was printed in between."""
+
+    def __init__(self, what: str):
+        self.what, self.detail = what, ""
+
+    def __enter__(self) -> "Stage":
+        self.t0 = time.monotonic()
+        print(f"[sportray] {self.what} ...", end="", file=sys.stderr, flush=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        took = fmt_duration(time.monotonic() - self.t0)
+        if exc_type is None:
+            tail = f"; {self.detail}" if self.detail else ""
+            print(f" done in {took}{tail}", file=sys.stderr, flush=True)
+        else:
+            print(f" failed after {took}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- trials
+
+def recipe_name(config: dict, seed=None) -> str:
+    """A trial's readable name from its searched values: "2x224 40st clip1 lr1e-3 s0"."""
+    from sportray.tracking import short_key
+
+    searched = {k: v for k, v in config.items() if not str(k).startswith("__")}
+    order = ["views", "steps", "clip", "lr"]
+    keys = sorted(searched, key=lambda k: (order.index(k) if k in order else len(order), k))
+    key = " ".join(f"{k}={v:.3g}" if isinstance(v, float) and k != "clip" else f"{k}={v}" for k, v in
+                   ((k, searched[k]) for k in keys))
+    name = short_key(key)
+    return f"{name} s{seed}" if seed is not None else name
+
+
+class TrialNamer:
+    """Tune's trial_name_creator: the recipe and the seed the trial will get (the Repeater's
+    trial index picks the seed, as sweep._trainable does). Picklable (it is in tuner.pkl)."""
+
+    def __init__(self, seeds):
+        self.seeds = tuple(seeds)
+
+    def __call__(self, trial) -> str:
+        cfg = dict(trial.config or {})
+        seed = self.seeds[int(cfg.get("__trial_index__", 0)) % len(self.seeds)]
+        return recipe_name(cfg, seed)
+
+
+def _tune_callback_base():
+    from ray.tune import Callback
+    return Callback
+
+
+def make_sweep_console(total: int, steps: int, metric: str, every_s: float = 60.0):
+    """The Tune callback that prints the trial table (see SweepConsole)."""
+    Callback = _tune_callback_base()
+
+    class SweepConsole(Callback):
+        """Tune's console, compact: a table of every trial when one ends (name, status, step/N,
+        loss, the validation metric) with "k/N done, ~T left", and one progress line a minute."""
+
+        def __init__(self):
+            self.rows: dict[str, dict] = {}
+            self.t0 = time.monotonic()
+            self.last_line = self.t0
+            self.durations: list[float] = []
+
+        def _row(self, trial) -> dict:
+            row = self.rows.setdefault(trial.trial_id, {
+                "name": str(trial), "status": "pending", "step": 0, "loss": None, "metric": None,
+                "steps": int((trial.config or {}).get("steps", steps)), "t0": time.monotonic()})
+            return row
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            row = self._row(trial)
+            row["status"], row["t0"] = "running", time.monotonic()
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            row = self._row(trial)
+            if "step" in result:
+                row["step"] = int(result["step"])
+            if result.get("train/loss") is not None:
+                row["loss"] = float(result["train/loss"])
+            if result.get(metric) is not None:
+                row["metric"] = float(result[metric])
+            if result.get("final_loss") is not None:
+                row["loss"] = float(result["final_loss"])
+            if result.get("status") in ("diverged", "failed"):
+                row["status"] = result["status"]
+
+        def _end(self, trial, status):
+            row = self._row(trial)
+            if row["status"] not in ("diverged", "failed"):
+                row["status"] = status
+            self.durations.append(time.monotonic() - row["t0"])
+            self.print_table()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._end(trial, "done")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._end(trial, "error")
+
+        def left(self) -> str:
+            done = sum(r["status"] not in ("pending", "running") for r in self.rows.values())
+            running = [r for r in self.rows.values() if r["status"] == "running"]
+            remaining = total - done
+            if remaining <= 0:
+                return ""
+            per = (sum(self.durations) / len(self.durations)) if self.durations else None
+            if per is None:
+                rates = [(time.monotonic() - r["t0"]) / (r["step"] / r["steps"]) for r in running
+                         if r["step"] > 0 and r["steps"]]
+                if not rates:
+                    return ""
+                per = max(rates) * 1.3   # the probe after training
+            waves = -(-remaining // max(1, len(running) or 1))
+            return f", ~{fmt_duration(per * waves)} left"
+
+        def on_step_end(self, iteration, trials, **info):
+            now = time.monotonic()
+            if now - self.last_line < every_s:
+                return
+            self.last_line = now
+            done = sum(r["status"] not in ("pending", "running") for r in self.rows.values())
+            running = [r for r in self.rows.values() if r["status"] == "running"]
+            parts = [f"{r['name']} {r['step']}/{r['steps']}" + (f" loss {r['loss']:.3f}" if r["loss"] is not None
+                                                                 else "") for r in running]
+            say(f"trials {done}/{total} done{self.left()} ({fmt_duration(now - self.t0)}); "
+                + ("; ".join(parts) if parts else "starting"))
+
+        def print_table(self):
+            self.last_line = time.monotonic()
+            done = sum(r["status"] not in ("pending", "running") for r in self.rows.values())
+            short = metric.split("/", 1)[-1]
+            say(f"trials {done}/{total} done{self.left()} ({fmt_duration(time.monotonic() - self.t0)})")
+            lines = [f"  {'trial':<32} {'status':<8} {'step':>9} {'loss':>8} {'valid ' + short:>22}"]
+            for r in self.rows.values():
+                loss = f"{r['loss']:.4f}" if r["loss"] is not None else "-"
+                val = f"{r['metric']:.4f}" if r["metric"] is not None else "-"
+                lines.append(f"  {r['name'][:32]:<32} {r['status']:<8} {str(r['step']) + '/' + str(r['steps']):>9} "
+                             f"{loss:>8} {val:>22}")
+            print("\n".join(lines), file=sys.stderr, flush=True)
+
+    return SweepConsole()
