@@ -89,7 +89,7 @@ def _trainable(config: dict, ctx: dict) -> None:
 
 
 _DETERMINISTIC = ("ConfigError", "DataError", "FileNotFoundError", "WeightsError", "CheckpointError",
-                  "BatchDoesNotFitError", "OutOfMemoryError", "out of memory")
+                  "BatchDoesNotFitError", "OutOfMemoryError", "out of memory", "UnpicklingError")
 
 
 def deterministic_failure(exc: BaseException) -> bool:
@@ -328,19 +328,26 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
                                     "--basketball": data.basketball, "--soccer-labels": data.soccer_labels})
     check_resources(pretrain)  # a request the cluster cannot meet would wait forever
     storage_path.mkdir(parents=True, exist_ok=True)
-    say(f"Ray dashboard: {ray_info['dashboard_url'] or '(not available)'}   MLflow: {tracking_uri}")
+    say(f"Ray dashboard (while this runs): {ray_info['dashboard_url'] or '(not available)'}"
+        + (f"  token: {_bin('ray')} get-auth-token" if ray_info["dashboard_url"] else ""))
+    say(f"MLflow: {_short_uri(tracking_uri)}   sweep: {_rel(storage_path)}")
 
     # Data once, before any trial: the frame store and probe sets are shared by all trials.
-    paths = resolve(data)
-    store = frame_store(data, paths)
-    say(f"frame store {store.path}: {store.frames} frames from {store.videos} videos"
-        f"{' (reused)' if store.reused else ''}; {len(store.bad_files)} bad files skipped")
+    from sportray.console import Stage
+    with Stage("data: the synthetic default (written once, then reused)" if not data.corpus
+               else "data: locating corpus and probe data"):
+        paths = resolve(data)
+    with Stage("frame store: decoding sampled frames with Ray Data") as st:
+        store = frame_store(data, paths)
+        st.detail = (f"{store.frames} frames from {store.videos} videos{' (reused)' if store.reused else ''}, "
+                     f"{len(store.bad_files)} bad files")
     for bad in store.bad_files:
         say(f"  skipped {bad['path']}: {bad['reason']}")
     # Every trial needs one step's global batch from the store: said now, not after minutes of retries.
     for trial_pretrain, max_frames in _worst_cases(pretrain, data, space):
         check_data_fits(store.frames, trial_pretrain, max_frames, store.path)
-    probe_sets(data, paths)
+    with Stage("probe sets: soccer events and basketball frames"):
+        probe_sets(data, paths)
     data = dataclasses.replace(data, store=store.path)
     references, reference_weights = spec.references, weights
     if pretrain.arm == "lora" and pretrain.base in ("", "synthetic-demo"):
@@ -381,8 +388,13 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
         # Start points: the preset's first recipes (e.g. the views comparison at equal steps),
         # minus fields fixed by --set; Optuna's TPE proposes the rest.
         start = [{k: v for k, v in p.items() if k in space} for p in preset.start_points[:n_configs]]
+        # The study lives beside the sweep (sqlite): optuna-dashboard opens it, and --resume
+        # (which restores this searcher from Tune's checkpoint) keeps writing to it.
+        import optuna
         searcher = OptunaSearch(metric=objective(spec), mode=spec.mode, seed=search_seed,
-                                points_to_evaluate=[p for p in start if p] or None)
+                                points_to_evaluate=[p for p in start if p] or None,
+                                study_name=sweep_dir.name, storage=optuna.storages.RDBStorage(
+                                    optuna_uri(sweep_dir)))
         # Always through the Repeater, even for one seed: it hides Train's intermediate reports
         # (which lack the probe metric) from OptunaSearch, and tells Optuna a diverged recipe failed.
         searcher = _FailAwareRepeater.make(searcher, repeat=len(seeds))
@@ -395,12 +407,22 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
             sched = ASHAScheduler(metric="train/loss", mode="min", time_attr="step",
                                   max_t=pretrain.steps, grace_period=max(1, pretrain.steps // 4),
                                   reduction_factor=2, stop_last_trials=False)
+        from sportray.console import TrialNamer
+        from sportray.tuneconsole import SweepConsole
+
+        # Tune's own output off (verbose=0): SweepConsole prints a short table instead, trials
+        # named by recipe and seed ("2x224 40st clip1 lr1e-3 s0"), as their MLflow runs are.
         tuner = tune.Tuner(
             trainable, param_space=space,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=sched,
-                                        num_samples=n_configs * len(seeds)),
+                                        num_samples=n_configs * len(seeds),
+                                        trial_name_creator=TrialNamer(seeds)),
             run_config=tune.RunConfig(name=sweep_dir.name, storage_path=str(storage_path),
-                                      failure_config=tune.FailureConfig(max_failures=1), verbose=1))
+                                      failure_config=tune.FailureConfig(max_failures=1), verbose=0,
+                                      callbacks=[SweepConsole(n_configs * len(seeds), pretrain.steps,
+                                                              objective(spec))]))
+    say(f"trials: {n_configs} recipes x {len(seeds)} seeds, up to {max_concurrent(pretrain)} at a time; "
+        f"Optuna study {_rel(sweep_dir / OPTUNA_DB)}")
     results = tuner.fit()
     failed = failed_trials(results)
     if results and len(failed) == len(results):
@@ -435,15 +457,91 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
                "beats_floor": card.beats_floor(),
                "scorecard": str(out_dir / "scorecard.md"), "tracking_uri": tracking_uri,
                "dashboard_url": ray_info["dashboard_url"]}
-    print("\n" + scorecard.to_markdown(card))
-    print(json.dumps(summary, indent=1, default=str))
-    for line in summary_lines(card, spec.metric, best):
-        print(line)
-    print(f"Ray dashboard : {ray_info['dashboard_url'] or '(not running)'}")
-    print(f"Compare trials: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
-          f"  -> http://127.0.0.1:5000, experiment '{spec.name}'")
-    print(f"Scorecard     : {out_dir / 'scorecard.md'}")
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    names = {r.run_id: r.run_name for r in records}
+    print("\n".join(final_lines(spec, card, best, names, summary, sweep_dir, len(results), len(errors),
+                                 exp_id)), flush=True)
     return summary
+
+
+OPTUNA_DB = "optuna.db"
+
+
+def optuna_uri(sweep_dir: Path) -> str:
+    """The sweep's Optuna study (sqlite beside it; study name = the sweep folder's name)."""
+    return f"sqlite:///{Path(sweep_dir).resolve() / OPTUNA_DB}"
+
+
+def _bin(tool: str) -> str:
+    """How to run `tool` as installed with this Python: `.venv/bin/mlflow` (relative when under
+    the working directory), else its name (on PATH)."""
+    exe = Path(sys.executable).parent / tool
+    if not exe.exists():
+        return tool
+    return _rel(exe) if not _rel(exe).startswith("/") else str(exe)
+
+
+def _rel(path) -> str:
+    """A path as short as it can be said from the working directory."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(p)
+
+
+def _short_uri(uri: str) -> str:
+    if uri.startswith("sqlite:///"):
+        rel = _rel(uri[len("sqlite:///"):])
+        return f"sqlite:///{rel}"
+    return uri
+
+
+def final_lines(spec: SweepSpec, card, best: dict | None, run_names: dict, summary: dict, sweep_dir: Path,
+                n_trials: int, n_errors: int, experiment_id: str, width: int = 100) -> list[str]:
+    """The sweep's ending, within `width` columns: the best recipe by validation seed mean with
+    its interval and run names, the floor, what beats it, where the scorecard is, and
+    copy-paste commands for the MLflow UI (as installed) and the Ray dashboard (token step)."""
+    import textwrap
+
+    metric = spec.metric
+
+    def iv(lo, hi):
+        return f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "[no interval]"
+
+    out = [f"== {spec.name}: {n_trials} trials" + (f", {n_errors} failed" if n_errors else "") + " " + "=" * 40]
+    if best is None:
+        out.append(f"Best recipe by valid/{metric}: none (no trial finished with a probe)")
+    else:
+        out.append(f"Best recipe by valid/{metric} (mean of {len(best['seeds'])} seeds): {best['config']}")
+        out.append(f"  valid {best['valid_mean']:.3f} {iv(*best['valid_interval'])}   test {best['test_mean']:.3f} "
+                   f"{iv(*best['test_interval'])} (reported, not chosen on)   vs floor: {best['vs_floor'] or '?'}")
+        out.append("  runs: " + ", ".join(run_names.get(r, r[:8]) for r in best["run_ids"]))
+    for row in card.rows:
+        if row.reference == "random":
+            parts = [f"{m} {row.stats[m].test.mean:.3f} {iv(row.stats[m].test.low, row.stats[m].test.high)}"
+                     for m in card.metrics if row.stats[m].test.mean is not None]
+            if parts:
+                out.append(f"Floor (random init, {len(row.seeds)} seeds), test: " + "; ".join(parts))
+    beats = card.beats_floor()
+    out.append("Beats the floor (disjoint 95 % intervals): "
+               + (", ".join(f"{c} on {m}" for c, m in beats) if beats else "no row"))
+    out.append(f"Scorecard: {_rel(summary['scorecard'])}")
+    uri = _short_uri(summary["tracking_uri"])
+    out.append("MLflow (runs, charts, compare):")
+    out.append(f"  {_bin('mlflow')} ui --backend-store-uri {uri} --port 5000")
+    out.append(f"  open http://127.0.0.1:5000/#/experiments/{experiment_id}")
+    out.append(f"Optuna: optuna-dashboard {_short_uri(optuna_uri(sweep_dir))}")
+    out.append("Ray dashboard: it lives while a sweep runs; for one to keep, start Ray first:")
+    out.append(f"  {_bin('ray')} start --head --dashboard-host 127.0.0.1 && {_bin('python')} sweeps/{spec.name}.py "
+               "--address auto")
+    out.append(f"  then open http://127.0.0.1:8265 and paste the token of: {_bin('ray')} get-auth-token")
+    wrapped = []
+    for line in out:
+        indent = "    " if line.startswith("  ") else "  "
+        wrapped += textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False,
+                                 break_long_words=False) or [""]
+    return wrapped
 
 
 def best_recipe(card, metric: str) -> dict | None:

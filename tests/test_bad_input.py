@@ -258,3 +258,97 @@ def test_the_stored_sweep_config_is_the_same_for_the_same_command():
 
     assert make() == make()
     assert make()["space"]["views"] == {"choice": ["2x224", "2x224+4x64"]}
+
+
+def test_a_sweep_whose_every_trial_fails_exits_1_says_why_last_and_does_not_retry(
+        ray_session, tiny_synthetic, sweep_data_dir, tmp_path, capsys, monkeypatch):
+    # A search space whose only value is a bad config (steps=0): it passes the edge (a sweep
+    # script's space is code, not input) and every trial fails the same way, at its first line.
+    # Such a failure is not retried (one attempt, reported as failed), no "Best" is printed, and
+    # the last line of the run says why; exit 1.
+    from ray import tune
+
+    from sportray.sweep import Preset, SweepSpec, main
+
+    spec = SweepSpec(
+        name="all_fail", description="test", space={"steps": tune.choice([0])},
+        presets={"t": Preset(
+            pretrain=dict(arm="scratch", model="vit_tiny_demo", steps=2, views="2x32", batch_size=4,
+                          warmup_steps=1, log_every=1, checkpoint_every=2, cpus_per_worker=0.5,
+                          proj_dim=16, sigreg_directions=16, max_failures=0),
+            data=dict(every_s=1.0), probe=dict(epochs=2, bootstrap=10), num_configs=1, seeds=(0,))},
+        metric="basketball_iou", references=())
+    monkeypatch.chdir(tmp_path)
+    rc = main(spec, ["--preset", "t", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+                     "--storage", str(tmp_path / "runs"), "--data-dir", str(sweep_data_dir),
+                     "--corpus", str(tiny_synthetic / "soccernet"),
+                     "--basketball", str(tiny_synthetic / "deepsportradar"),
+                     "--soccer-labels", str(tiny_synthetic / "soccernet")])
+    captured = capsys.readouterr()
+    assert rc == 1
+    last = captured.err.strip().splitlines()[-1]
+    assert last == ("all_fail: error: all 1 trials failed, so there is nothing to rank; the last said: "
+                    "--steps 0: must be a positive number of steps"), last
+    assert "Best recipe" not in captured.out + captured.err
+    from ray.tune import ExperimentAnalysis
+    sweep_dir = next((tmp_path / "runs").glob("all_fail-*"))
+    analysis = ExperimentAnalysis(str(sweep_dir))
+    assert [t.status for t in analysis.trials] == ["TERMINATED"]
+    assert [t.num_failures for t in analysis.trials] == [0]
+
+
+# ----------------------------------------------------------------------------- exposure (issue 19, item 8)
+
+def test_cluster_yaml_restricts_ssh_to_your_group_and_gives_the_head_a_minimal_role():
+    import yaml
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    text = (ROOT / "cluster.yaml").read_text()
+    cfg = yaml.safe_load(text)
+    validate_config(prepare_config(cfg))
+    for name, node in cfg["available_node_types"].items():
+        # a group of your own: the launcher's default group opens SSH to 0.0.0.0/0
+        assert node["node_config"]["SecurityGroupIds"], name
+    head = cfg["available_node_types"][cfg["head_node_type"]]["node_config"]
+    assert head["IamInstanceProfile"]["Arn"].endswith("instance-profile/sportray-head")
+    assert "--port 22 --cidr" in text and "0.0.0.0/0" not in text.replace("opens SSH to 0.0.0.0/0", "")
+    assert '"ec2:RunInstances"' in text and "ec2:*" not in text   # the minimal policy, spelled out
+    assert "chmod 600 ~/.ray/auth_token" in cfg["setup_commands"]
+    assert "--app-name basic-auth" in text and "ssh -i" in text  # MLflow: basic-auth app or a tunnel
+
+
+def test_dashboards_readme_binds_loopback_and_suggests_no_default_credentials():
+    text = (ROOT / "dashboards" / "README.md").read_text()
+    assert "--web.listen-address=127.0.0.1:9090" in text
+    assert "GF_SERVER_HTTP_ADDR=127.0.0.1" in text and "GF_AUTH_ANONYMOUS_ENABLED=false" in text
+    assert "admin/admin" not in text and "GF_SECURITY_ADMIN_PASSWORD__FILE" in text
+
+
+def test_readme_says_what_listens_where():
+    text = (ROOT / "README.md").read_text()
+    assert "### What listens where" in text
+    assert "Servers bind to 127.0.0.1 by default" not in text   # it was not true of Ray's own ports
+    assert "metrics agent" in text and "**none**" in text
+
+
+# ----------------------------------------------------------------------------- never delete a user's data (item 1)
+
+def test_build_store_refuses_a_users_folder_and_removes_only_its_own_temporary_folder(
+        ray_session, tiny_synthetic, tmp_path):
+    from sportray.data.errors import DataError
+    from sportray.data.frames import build_store, parse_sources
+
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.tex").write_text("a user's file")
+    sources = parse_sources(str(tiny_synthetic / "soccernet"))
+    with pytest.raises(DataError, match="not a finished frame store.*choose another --out"):
+        build_store(sources, user, every_s=4.0)
+    assert (user / "thesis.tex").read_text() == "a user's file"
+
+    # a build that fails (no videos in the corpus) leaves no .tmp-* folder behind
+    empty = tmp_path / "no-videos"
+    empty.mkdir()
+    with pytest.raises(Exception):
+        build_store(parse_sources(str(empty)), tmp_path / "store", every_s=4.0)
+    assert not list(tmp_path.glob("store.tmp-*")) and not (tmp_path / "store").exists()
