@@ -226,10 +226,10 @@ def build_store(sources: list[Source], out: str | Path | None, every_s: float = 
     """Materialize (or reuse) the content-addressed store for these sources.
 
     `out` None puts it under data_dir/stores/<key>. A finished store with the same key is reused
-    untouched; an unfinished one (no manifest: a killed build) is rebuilt from scratch.
+    untouched. A non-empty folder that is not this store is refused, never deleted; sportray's
+    own temporary folder is removed however the build ends; a store of the same key finished by
+    a concurrent builder counts as success.
     """
-    import ray
-
     t0 = time.time()
     key = store_key(sources, every_s)
     path = Path(out) if out else Path(data_dir) / "stores" / key
@@ -241,8 +241,22 @@ def build_store(sources: list[Source], out: str | Path | None, every_s: float = 
         if m is not None and m.get("key") != key:
             raise DataError(path, f"holds a frame store of other inputs (key {m.get('key')}, "
                                   f"wanted {key}); choose another --out or delete it")
-        shutil.rmtree(path)
+        # Never deleted: a folder sportray did not finish may hold a user's files (sportray's own
+        # unfinished builds live in .tmp-* siblings, never here).
+        raise DataError(path, "a non-empty folder that is not a finished frame store; sportray writes a "
+                              "store only into a new or empty folder: choose another --out")
     tmp = path.with_name(path.name + f".tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        return _build_into(tmp, path, key, sources, every_s, seed, t0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only sportray's own temporary folder, always
+
+
+def _build_into(tmp: Path, path: Path, key: str, sources: list[Source], every_s: float, seed: int,
+                t0: float) -> StoreInfo:
+    """build_store's work: decode into `tmp`, then move it to `path` in one rename."""
+    import ray
+
     error_dir = tmp / "_errors"
     ds, bad = decoded_dataset(sources, every_s, error_dir=str(error_dir))
     # Blocks in plan order, not completion order: with the seeded shuffle the same inputs then
@@ -261,7 +275,15 @@ def build_store(sources: list[Source], out: str | Path | None, every_s: float = 
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        # Another builder finished the same store first: that store is the result.
+        m = _manifest(path)
+        if m is None or m.get("key") != key or m.get("version") != STORE_VERSION:
+            raise
+        return StoreInfo(str(path), key, m["frames"], m["videos"], m.get("bad_files", []), True,
+                         time.time() - t0)
     return StoreInfo(str(path), key, frames, videos, bad, False, time.time() - t0)
 
 
