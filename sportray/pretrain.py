@@ -325,12 +325,8 @@ def _train_loop(config: dict) -> None:
     if rank == 0 and config.get("mlflow_run_id"):
         from sportray.tracking import StepLogger, connect
         logger = StepLogger(connect(config["tracking_uri"]), config["mlflow_run_id"])
-    metrics_sink = None
-    try:
-        from sportray.metrics import TrainMetrics
-        metrics_sink = TrainMetrics(trial=config.get("trial", ""), arm=cfg.arm) if rank == 0 else None
-    except ImportError:
-        pass
+    from sportray.metrics import TrainMetrics   # stdlib-only at import; a no-op without Ray
+    metrics_sink = TrainMetrics(trial=config.get("trial", ""), arm=cfg.arm) if rank == 0 else None
 
     shard = ray.train.get_dataset_shard("train")
     frames_per_step = cfg.batch_size * world

@@ -71,13 +71,11 @@ import numpy as np
 import torch
 
 from sportray.config import SOCCER_CLASSES, TILES, ProbeConfig
+from sportray.views import normalize  # one normalization: what the backbone saw in pretraining
 
 PROBE_MIN_STEPS = 1000
 PROBE_MAX_STEPS = 2000
 THRESHOLD = 0.5
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 TRAIN_NAMES = ("train",)
 VALID_NAMES = ("valid", "val")
@@ -87,28 +85,6 @@ TEST_NAMES = ("test",)
 # ---------------------------------------------------------------------------------------------
 # Feature extraction
 # ---------------------------------------------------------------------------------------------
-
-def _fallback_normalize(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> float (B, 3, H, W) with ImageNet mean/std (same as views.normalize)."""
-    x = frames.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
-def normalize(frames: torch.Tensor) -> torch.Tensor:
-    """Normalize uint8 BHWC frames exactly as pretraining does.
-
-    Delegates to `sportray.views.normalize` (imported lazily: views may import probes' siblings,
-    and one implementation must define what the backbone saw in training); falls back to the
-    same ImageNet mean/std here only if views is not importable.
-    """
-    try:
-        from sportray.views import normalize as views_normalize
-    except ImportError:
-        views_normalize = _fallback_normalize
-    return views_normalize(frames)
-
 
 def extract_features(backbone: torch.nn.Module, images: np.ndarray, device: str | torch.device = "cpu",
                      batch_size: int = 64, pool: bool = False) -> torch.Tensor:
