@@ -111,10 +111,48 @@ def quiet_process() -> None:
     logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.ERROR)
     for pattern in _RAY_OWN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    # Tune's new output engine prints its experiment box and a TensorBoard hint even at
+    # verbose=0; the legacy engine at verbose=0 prints nothing (SweepConsole does instead).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if "ray.data" in sys.modules:   # imported before this ran: its defaults are already read
+        from ray.data import DataContext
+        from ray.data._internal.logging import configure_logging
+        DataContext.get_current().enable_progress_bars = False
+        configure_logging()
+    logging.getLogger("ray.data._internal.progress").addFilter(_DropMessages("Progress bars disabled"))
+    if "optuna" in sys.modules:
+        sys.modules["optuna"].logging.set_verbosity(logging.WARNING)
+    _drop_raylet_notices()
     # The token notice at ray.init: the start line says where the token is (runtime.init_ray).
     logging.getLogger("ray").addFilter(_DropMessages("Token authentication is enabled"))
     for h in logging.getLogger("ray").handlers:
         h.addFilter(_DropMessages("Token authentication is enabled"))
+
+
+# Raylet notices that are no news for a sweep: fractional-CPU trials (0.01 CPU each) start more
+# Python workers than Ray's startup-concurrency heuristic expects. Other raylet errors (a worker
+# died, out of memory) still print.
+_RAYLET_NOISE = ("PYTHON worker processes have been started",)
+
+
+def _drop_raylet_notices() -> None:
+    """Filter the driver's printer of raylet/GCS error messages (ray._private.worker's
+    print_to_stdstream, looked up by name at each call) for _RAYLET_NOISE only."""
+    try:
+        import ray._private.worker as rw
+    except ImportError:
+        return
+    original = rw.print_to_stdstream
+    if getattr(original, "_sportray", False):
+        return
+
+    def printer(data, ignore_prefix: bool = False):
+        if data.get("pid") == "raylet" and any(n in line for line in data.get("lines", []) for n in _RAYLET_NOISE):
+            return
+        return original(data, ignore_prefix=ignore_prefix)
+
+    printer._sportray = True
+    rw.print_to_stdstream = printer
 
 
 def say(msg: str) -> None:
@@ -181,102 +219,3 @@ class TrialNamer:
         cfg = dict(trial.config or {})
         seed = self.seeds[int(cfg.get("__trial_index__", 0)) % len(self.seeds)]
         return recipe_name(cfg, seed)
-
-
-def _tune_callback_base():
-    from ray.tune import Callback
-    return Callback
-
-
-def make_sweep_console(total: int, steps: int, metric: str, every_s: float = 60.0):
-    """The Tune callback that prints the trial table (see SweepConsole)."""
-    Callback = _tune_callback_base()
-
-    class SweepConsole(Callback):
-        """Tune's console, compact: a table of every trial when one ends (name, status, step/N,
-        loss, the validation metric) with "k/N done, ~T left", and one progress line a minute."""
-
-        def __init__(self):
-            self.rows: dict[str, dict] = {}
-            self.t0 = time.monotonic()
-            self.last_line = self.t0
-            self.durations: list[float] = []
-
-        def _row(self, trial) -> dict:
-            row = self.rows.setdefault(trial.trial_id, {
-                "name": str(trial), "status": "pending", "step": 0, "loss": None, "metric": None,
-                "steps": int((trial.config or {}).get("steps", steps)), "t0": time.monotonic()})
-            return row
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            row = self._row(trial)
-            row["status"], row["t0"] = "running", time.monotonic()
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            row = self._row(trial)
-            if "step" in result:
-                row["step"] = int(result["step"])
-            if result.get("train/loss") is not None:
-                row["loss"] = float(result["train/loss"])
-            if result.get(metric) is not None:
-                row["metric"] = float(result[metric])
-            if result.get("final_loss") is not None:
-                row["loss"] = float(result["final_loss"])
-            if result.get("status") in ("diverged", "failed"):
-                row["status"] = result["status"]
-
-        def _end(self, trial, status):
-            row = self._row(trial)
-            if row["status"] not in ("diverged", "failed"):
-                row["status"] = status
-            self.durations.append(time.monotonic() - row["t0"])
-            self.print_table()
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self._end(trial, "done")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self._end(trial, "error")
-
-        def left(self) -> str:
-            done = sum(r["status"] not in ("pending", "running") for r in self.rows.values())
-            running = [r for r in self.rows.values() if r["status"] == "running"]
-            remaining = total - done
-            if remaining <= 0:
-                return ""
-            per = (sum(self.durations) / len(self.durations)) if self.durations else None
-            if per is None:
-                rates = [(time.monotonic() - r["t0"]) / (r["step"] / r["steps"]) for r in running
-                         if r["step"] > 0 and r["steps"]]
-                if not rates:
-                    return ""
-                per = max(rates) * 1.3   # the probe after training
-            waves = -(-remaining // max(1, len(running) or 1))
-            return f", ~{fmt_duration(per * waves)} left"
-
-        def on_step_end(self, iteration, trials, **info):
-            now = time.monotonic()
-            if now - self.last_line < every_s:
-                return
-            self.last_line = now
-            done = sum(r["status"] not in ("pending", "running") for r in self.rows.values())
-            running = [r for r in self.rows.values() if r["status"] == "running"]
-            parts = [f"{r['name']} {r['step']}/{r['steps']}" + (f" loss {r['loss']:.3f}" if r["loss"] is not None
-                                                                 else "") for r in running]
-            say(f"trials {done}/{total} done{self.left()} ({fmt_duration(now - self.t0)}); "
-                + ("; ".join(parts) if parts else "starting"))
-
-        def print_table(self):
-            self.last_line = time.monotonic()
-            done = sum(r["status"] not in ("pending", "running") for r in self.rows.values())
-            short = metric.split("/", 1)[-1]
-            say(f"trials {done}/{total} done{self.left()} ({fmt_duration(time.monotonic() - self.t0)})")
-            lines = [f"  {'trial':<32} {'status':<8} {'step':>9} {'loss':>8} {'valid ' + short:>22}"]
-            for r in self.rows.values():
-                loss = f"{r['loss']:.4f}" if r["loss"] is not None else "-"
-                val = f"{r['metric']:.4f}" if r["metric"] is not None else "-"
-                lines.append(f"  {r['name'][:32]:<32} {r['status']:<8} {str(r['step']) + '/' + str(r['steps']):>9} "
-                             f"{loss:>8} {val:>22}")
-            print("\n".join(lines), file=sys.stderr, flush=True)
-
-    return SweepConsole()

@@ -9,8 +9,12 @@ import logging
 import os
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> dict:
-    """Start or join Ray once per process; returns {'dashboard_url': ..., 'address': ...}."""
+def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True,
+             worker_logs: bool = True) -> dict:
+    """Start or join Ray once per process; returns {'dashboard_url': ..., 'address': ...}.
+
+    worker_logs=False (a sweep): what workers and raylets print stays in Ray's log files
+    (/tmp/ray/session_latest/logs) instead of the console; SPORTRAY_VERBOSE=1 brings it back."""
     import ray
 
     if not ray.is_initialized():
@@ -25,7 +29,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
             private_token_file()
         kwargs = dict(address=address or None, ignore_reinit_error=True,
                       logging_level=logging.WARNING if quiet else logging.INFO,
-                      log_to_driver=True)
+                      log_to_driver=worker_logs or bool(os.environ.get("SPORTRAY_VERBOSE")))
         if quiet and not os.environ.get("SPORTRAY_VERBOSE"):
             # Ray Data's progress bars and INFO lines, Train's per-report line, Ray's own
             # deprecation warnings: off the console in the driver and in every worker of the job

@@ -319,8 +319,12 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
 
     from sportray.validate import check_address
     check_address(address)  # nothing at --address: said in seconds, before the tracking db is touched
+    if not os.environ.get("SPORTRAY_VERBOSE"):
+        from sportray.console import quiet_process
+        quiet_process()   # MLflow's schema lines, Ray Data's and Tune's console output (console.py)
     client = tracking.connect(tracking_uri)  # fail before anything trains
-    ray_info = init_ray(address)
+    # Workers' and raylets' own lines go to Ray's log files; trial errors still come back via Tune.
+    ray_info = init_ray(address, worker_logs=False)
     storage_path = Path(storage).resolve()  # check_storage refused object-store URIs
     from sportray.storage import check_shared_storage
     check_shared_storage(str(storage_path))  # a multi-node run on node-local disk fails here, not mid-sweep
@@ -330,7 +334,8 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
     storage_path.mkdir(parents=True, exist_ok=True)
     say(f"Ray dashboard (while this runs): {ray_info['dashboard_url'] or '(not available)'}"
         + (f"  token: {_bin('ray')} get-auth-token" if ray_info["dashboard_url"] else ""))
-    say(f"MLflow: {_short_uri(tracking_uri)}   sweep: {_rel(storage_path)}")
+    say(f"MLflow: {_short_uri(tracking_uri)}   runs: {_rel(storage_path)}   worker logs: "
+        + ("here" if os.environ.get("SPORTRAY_VERBOSE") else "/tmp/ray/session_latest/logs"))
 
     # Data once, before any trial: the frame store and probe sets are shared by all trials.
     from sportray.console import Stage
@@ -391,6 +396,7 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
         # The study lives beside the sweep (sqlite): optuna-dashboard opens it, and --resume
         # (which restores this searcher from Tune's checkpoint) keeps writing to it.
         import optuna
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         searcher = OptunaSearch(metric=objective(spec), mode=spec.mode, seed=search_seed,
                                 points_to_evaluate=[p for p in start if p] or None,
                                 study_name=sweep_dir.name, storage=optuna.storages.RDBStorage(
