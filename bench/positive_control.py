@@ -26,8 +26,11 @@ import torch
 from sportray import backbones, probes
 from sportray.config import PretrainConfig, ProbeConfig, parse_views
 from sportray.data.probesets import load
-from sportray.pretrain import LeJEPAStep, build_model, clip_gradients, lr_at
-from sportray.views import make_views, view_generator
+from sportray.pretrain import build_model, clip_gradients, lr_at
+from sportray.views import Augment, make_views, view_generator
+
+# Recipe keys that are view/augmentation choices rather than PretrainConfig fields.
+_VIEW_KEYS = {"gscale", "lscale", *vars(Augment()).keys()}
 
 
 def load_frames(store: str) -> np.ndarray:
@@ -42,24 +45,35 @@ def load_frames(store: str) -> np.ndarray:
 
 
 def parse_recipe(text: str) -> tuple[dict, dict]:
+    """ "k=v k=v" -> (PretrainConfig fields, extras): extras hold the tiny ViT's shape
+    (embed_dim/depth/num_heads) and view choices (gscale/lscale "a,b", Augment fields)."""
     cfg, arch = {}, {}
     fields = {f: type(v) for f, v in vars(PretrainConfig()).items()}
     for item in text.split():
         k, v = item.split("=", 1)
         if k in ("embed_dim", "depth", "num_heads"):
             arch[k] = int(v)
+        elif k in _VIEW_KEYS:
+            arch[k] = tuple(float(x) for x in v.split(",")) if "," in v else float(v)
         else:
             kind = fields[k]
             cfg[k] = (v.lower() in ("1", "true")) if kind is bool else kind(v)
     return cfg, arch
 
 
-def train(cfg: PretrainConfig, frames: np.ndarray, arch: dict) -> tuple[torch.nn.Module, dict]:
-    if arch:
-        spec = backbones._MODELS["vit_tiny_demo"]
-        backbones._MODELS["vit_tiny_demo"] = (spec[0], {**spec[1], **arch})
-    backbone, head = build_model(cfg)
-    step_module = LeJEPAStep(backbone, head)
+def train(cfg: PretrainConfig, frames: np.ndarray, arch: dict, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    view_kw = {k: v for k, v in arch.items() if k in _VIEW_KEYS}
+    shape = {k: v for k, v in arch.items() if k not in _VIEW_KEYS}
+    aug = Augment(**{k: v for k, v in view_kw.items() if k not in ("gscale", "lscale")})
+    scales = {name: view_kw[key] for name, key in (("global_scale", "gscale"), ("local_scale", "lscale"))
+              if key in view_kw}
+    spec = backbones.ARCHS["vit_tiny_demo"]
+    backbones.ARCHS["vit_tiny_demo"] = (spec[0], {**spec[1], **shape})
+    try:
+        backbone, head = build_model(cfg)
+    finally:
+        backbones.ARCHS["vit_tiny_demo"] = spec
+    step_module = torch.nn.ModuleDict(dict(backbone=backbone, head=head)).to(device)
     params = [p for p in step_module.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     groups = parse_views(cfg.views)
@@ -68,19 +82,33 @@ def train(cfg: PretrainConfig, frames: np.ndarray, arch: dict) -> tuple[torch.nn
     for step in range(cfg.steps):
         if pos + cfg.batch_size > len(order):
             order, pos = np.random.default_rng(cfg.seed + step).permutation(len(frames)), 0
-        batch = torch.from_numpy(frames[order[pos:pos + cfg.batch_size]])
+        batch = torch.from_numpy(frames[order[pos:pos + cfg.batch_size]]).to(device)
         pos += cfg.batch_size
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        views = make_views(batch, groups, view_generator(cfg.seed, step))
-        out = step_module(views, step, cfg.seed)
+        views = make_views(batch, groups, view_generator(cfg.seed, step), aug=aug, **scales)
+        embeddings = [backbone(v.flatten(0, 1)).view(*v.shape[:2], -1) for v in views]
+        out = head(embeddings, step=step, seed=cfg.seed)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         clip_gradients(params, cfg.clip)
         opt.step()
         losses.append(out["loss"].item())
+    backbone.cpu()
     return backbone, {"s_per_step": (time.perf_counter() - t0) / cfg.steps,
                       "loss_first": float(np.mean(losses[:5])), "loss_last": float(np.mean(losses[-5:]))}
+
+
+def colour_cast(images: np.ndarray, salt: int, strength: float) -> np.ndarray:
+    """Each image times its own random per-channel gain and brightness (a planted nuisance:
+    lighting and camera colour that differ from clip to clip)."""
+    rng = np.random.default_rng(salt)
+    n = len(images)
+    gain = rng.uniform(1 - strength, 1 + strength, (n, 1, 1, 3)) * rng.uniform(1 - strength, 1 + strength, (n, 1, 1, 1))
+    out = np.empty_like(images)
+    for i in range(0, n, 64):
+        out[i:i + 64] = np.clip(images[i:i + 64].astype(np.float32) * gain[i:i + 64], 0, 255).astype(np.uint8)
+    return out
 
 
 def by_unit(values, units) -> dict:
@@ -105,10 +133,18 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--floor", action="store_true", help="also probe the random-init floor")
     p.add_argument("--out", default="")
+    p.add_argument("--nuisance", type=float, default=0.0,
+                   help="plant a per-image colour cast of this strength (0.5: gains 0.5..1.5) in every set")
+    p.add_argument("--device", default="cpu", help="train and probe here (cuda: fast recipe search; "
+                   "s_per_step is then the GPU's, not the demo's)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     frames = load_frames(args.store)
-    bb, sc = load(args.basketball), load(args.soccer)
+    bb, sc = dict(load(args.basketball)), dict(load(args.soccer))
+    if args.nuisance:
+        frames = colour_cast(frames, 1, args.nuisance)
+        bb["images"] = colour_cast(np.asarray(bb["images"]), 2, args.nuisance)
+        sc["images"] = colour_cast(np.asarray(sc["images"]), 3, args.nuisance)
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         todo = [("floor", None)] if args.floor else []
@@ -120,8 +156,8 @@ def main() -> None:
             else:
                 cfg = PretrainConfig(**{**dict(model="vit_tiny_demo", warmup_steps=10, sigreg_directions=128,
                                               proj_dim=64), **parsed[0], "seed": seed})
-                backbone, info = train(cfg, frames, parsed[1])
-            res = probes.evaluate(backbone, bb, sc, ProbeConfig(seed=seed))
+                backbone, info = train(cfg, frames, parsed[1], args.device)
+            res = probes.evaluate(backbone, bb, sc, ProbeConfig(seed=seed), device=args.device)
             b, s = res["basketball"], res["soccer"]
             row = {"recipe": name, "seed": seed, **info, "wall_s": time.perf_counter() - t0,
                    "bb_valid": b.val_scores[b.lr], "bb_test": b.iou, "sc_valid": s.val_scores[s.lr],
