@@ -27,6 +27,47 @@ from sportray.config import (ConfigError, DataConfig, PretrainConfig, ProbeConfi
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
 
+class Domain:
+    """A search-space domain named now and built with ray.tune when the sweep runs, so that a
+    sweep script's --help and --print-config never import Ray (seconds): `tune.choice([..])`
+    in sweeps/*.py is this module's `tune`. Its text ("choice(['2x224', '2x224+4x64'])") is
+    stable, so a sweep's stored configuration compares equal on --resume."""
+
+    def __init__(self, fn: str, args: tuple, kwargs: dict):
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+
+    @property
+    def categories(self):
+        return list(self.args[0]) if self.fn == "choice" else None
+
+    def build(self):
+        from ray import tune as ray_tune
+        return getattr(ray_tune, self.fn)(*self.args, **self.kwargs)
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"{self.fn}({', '.join(parts)})"
+
+    __str__ = __repr__
+
+
+class _LazyTune:
+    """`tune.choice(...)`, `tune.loguniform(...)`, ... as Domains (see Domain)."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: Domain(name, args, kwargs)
+
+
+tune = _LazyTune()
+
+
+def build_space(space: dict) -> dict:
+    """Domains -> ray.tune domains (anything else passes through)."""
+    return {k: v.build() if isinstance(v, Domain) else v for k, v in space.items()}
+
+
 @dataclass
 class Preset:
     """Fixed recipe fields and sweep size for one preset (demo: minutes on CPU; paper: the study)."""
@@ -188,6 +229,8 @@ def resolved_config(preset_name, pretrain, data, probe, seeds, n_configs, schedu
 
 def _domain(dom) -> object:
     """A Tune search domain as plain data (its repr is an object address)."""
+    if isinstance(dom, Domain):   # the sweep scripts' lazy domains (never built for this)
+        return {"choice": list(dom.args[0])} if dom.fn == "choice" else {dom.fn: [*dom.args, *dom.kwargs.items()]}
     if hasattr(dom, "categories"):
         return {"choice": list(dom.categories)}
     if hasattr(dom, "lower") and hasattr(dom, "upper"):
@@ -284,14 +327,10 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
               address: str | None = None, storage: str = "sportray-runs", resume: bool = False,
               num_configs: int | None = None, seeds: tuple[int, ...] | None = None,
               scheduler: str = "fifo", search_seed: int = 0, overrides: dict | None = None,
-              data_overrides: dict | None = None, weights: str = "", force_resume: bool = False) -> dict:
-    from ray import tune
-
-    from sportray import scorecard, tracking
-    from sportray.data.defaults import frame_store, probe_sets, resolve
-    from sportray.runtime import init_ray
-    from sportray.trial import run_references, say
-
+              data_overrides: dict | None = None, weights: str = "", force_resume: bool = False,
+              print_config: bool = False) -> dict:
+    """print_config: print the resolved configuration (JSON) and return it, before Ray, MLflow
+    or any data is touched."""
     from sportray.validate import (check_count, check_data_fits, check_multi_host, check_resources,
                                    check_storage, check_tracking_uri)
 
@@ -316,7 +355,18 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
     space = {k: v for k, v in space.items() if k not in (overrides or {})}
     if not space:
         raise ConfigError("every searched field is fixed by --set: nothing left for Optuna to search")
+    if print_config:
+        resolved = resolved_config(preset_name, pretrain, data, probe, seeds, n_configs, scheduler, search_seed,
+                                   space, "(the frame store's content key, known once it is built)", weights)
+        print(json.dumps(resolved, indent=1, sort_keys=True, default=str))
+        return resolved
 
+    from ray import tune
+
+    from sportray import scorecard, tracking
+    from sportray.data.defaults import frame_store, probe_sets, resolve
+    from sportray.runtime import init_ray
+    from sportray.trial import run_references, say
     from sportray.validate import check_address
     check_address(address)  # nothing at --address: said in seconds, before the tracking db is touched
     if not os.environ.get("SPORTRAY_VERBOSE"):
@@ -419,7 +469,7 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
         # Tune's own output off (verbose=0): SweepConsole prints a short table instead, trials
         # named by recipe and seed ("2x224 40st clip1 lr1e-3 s0"), as their MLflow runs are.
         tuner = tune.Tuner(
-            trainable, param_space=space,
+            trainable, param_space=build_space(space),
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=sched,
                                         num_samples=n_configs * len(seeds),
                                         trial_name_creator=TrialNamer(seeds)),
@@ -481,10 +531,13 @@ def optuna_uri(sweep_dir: Path) -> str:
 def _bin(tool: str) -> str:
     """How to run `tool` as installed with this Python: `.venv/bin/mlflow` (relative when under
     the working directory), else its name (on PATH)."""
-    exe = Path(sys.executable).parent / tool
+    exe = Path(sys.executable).absolute().parent / tool   # not resolved: venv bins are symlinks
     if not exe.exists():
         return tool
-    return _rel(exe) if not _rel(exe).startswith("/") else str(exe)
+    try:
+        return str(exe.relative_to(Path.cwd().absolute()))
+    except ValueError:
+        return str(exe)
 
 
 def _rel(path) -> str:
@@ -589,9 +642,21 @@ def summary_lines(card, metric: str, best: dict | None) -> list[str]:
     return lines
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written, and every option's default (unless its help says it)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False or \
+                action.default in ([], "", argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def parser_for(spec: SweepSpec) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python sweeps/{spec.name}.py", description=spec.description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=_HelpFormatter)
+    per_preset = lambda f: ", ".join(f"{n}: {f(pr)}" for n, pr in sorted(spec.presets.items()))  # noqa: E731
     p.add_argument("--preset", choices=sorted(spec.presets), default="demo",
                    help="demo: tiny ViT, minutes on CPU; paper: ViT-S/16 and the study's budgets")
     p.add_argument("--address", default=None, help="join an existing Ray cluster (default: start a local one)")
@@ -603,12 +668,15 @@ def parser_for(spec: SweepSpec) -> argparse.ArgumentParser:
                    "(refused when its stored configuration differs from this command's)")
     p.add_argument("--force-resume", action="store_true",
                    help="with --resume: continue even if the configuration differs (the difference is printed)")
-    p.add_argument("--num-configs", type=int, default=None, help="recipes Optuna proposes (each run once per seed)")
-    p.add_argument("--seeds", default=None, help="comma list of seeds per recipe, e.g. 0,1,2")
+    p.add_argument("--num-configs", type=int, default=None, help="recipes Optuna proposes (each run once per "
+                   f"seed; default per preset: {per_preset(lambda pr: pr.num_configs)})")
+    p.add_argument("--seeds", default=None, help="comma list of seeds per recipe, e.g. 0,1,2 (default per "
+                   f"preset: {per_preset(lambda pr: ','.join(map(str, pr.seeds)))})")
     p.add_argument("--scheduler", choices=("fifo", "asha"), default="fifo",
                    help="asha: stop trials early on the label-free LeJEPA loss")
     p.add_argument("--search-seed", type=int, default=0, help="Optuna TPE seed")
-    p.add_argument("--data-dir", default=None, help="where the embedded default and stores live")
+    p.add_argument("--data-dir", default=None,
+                   help="where the embedded default and stores live (default: sportray-data)")
     p.add_argument("--corpus", default=None, help="pretraining videos (SoccerNet root or any folder)")
     p.add_argument("--basketball", default=None, help="DeepSportRadar root for the basketball probe")
     p.add_argument("--soccer-labels", default=None, help="SoccerNet root with Labels-v2.json (soccer probe)")
@@ -622,6 +690,9 @@ def parser_for(spec: SweepSpec) -> argparse.ArgumentParser:
     p.add_argument("--weights", default="", help="DINOv3 ViT-S/16 weights file (LoRA base and the bar)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="fix a PretrainConfig field, e.g. --set batch_size=64 --set gpus_per_worker=1")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved configuration (preset, --set, data, probe, seeds, search space) "
+                        "as JSON and exit; starts nothing")
     return p
 
 
@@ -661,5 +732,6 @@ def _main(spec: SweepSpec, args) -> int:
     run_sweep(spec, args.preset, tracking_uri=args.tracking_uri, address=args.address,
               storage=args.storage, resume=args.resume, num_configs=args.num_configs, seeds=seeds,
               scheduler=args.scheduler, search_seed=args.search_seed, overrides=overrides,
-              data_overrides=data_over, weights=args.weights, force_resume=args.force_resume)
+              data_overrides=data_over, weights=args.weights, force_resume=args.force_resume,
+              print_config=args.print_config)
     return 0

@@ -16,7 +16,7 @@ from sportray.console import fmt_duration, say
 
 
 class SweepConsole(Callback):
-    def __init__(self, total: int, steps: int, metric: str, every_s: float = 60.0, stream=None):
+    def __init__(self, total: int, steps: int, metric: str, every_s: float = 90.0, stream=None):
         self.total, self.steps, self.metric, self.every_s = int(total), int(steps), metric, float(every_s)
         self.stream = stream
         self.rows: dict[str, dict] = {}
@@ -87,10 +87,11 @@ class SweepConsole(Callback):
             return
         self.last_line = now
         running = [r for r in self.rows.values() if r["status"] == "running"]
-        parts = [f"{r['name']} {r['step']}/{r['steps']}" + (f" loss {r['loss']:.3f}" if r["loss"] is not None else "")
-                 for r in running]
-        say(f"trials {self._done()}/{self.total} done{self.left()}, {fmt_duration(now - self.t0)} in: "
-            + ("; ".join(parts) if parts else "waiting for resources"))
+        say(f"trials {self._done()}/{self.total} done{self.left()}, {fmt_duration(now - self.t0)} in"
+            + ("" if running else ", waiting for resources"))
+        for r in running:
+            print(f"  {r['name'][:34]:<34} {'running':<8} {str(r['step']) + '/' + str(r['steps']):>9} "
+                  + (f"{r['loss']:>8.4f}" if r["loss"] is not None else f"{'-':>8}"), file=self._out(), flush=True)
 
     def print_table(self) -> None:
         self.last_line = time.monotonic()

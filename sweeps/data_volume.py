@@ -10,9 +10,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ray import tune  # noqa: E402
-
-from sportray.sweep import Preset, SweepSpec, main  # noqa: E402
+# tune.choice(...) here is sportray.sweep's: named now, built with Ray when the sweep runs,
+# so --help and --print-config never import Ray
+from sportray.sweep import Preset, SweepSpec, main, tune  # noqa: E402
 
 SPEC = SweepSpec(
     name="data_volume",
