@@ -505,16 +505,24 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
         if f and Path(f).exists():
             client.log_artifact(parent, str(f))
     errors = failed
-    tracking.set_status(client, parent, "finished")
-
     best = best_recipe(card, spec.metric)
+    # The parent run opens on the answer: summary metrics (columns in the run list), the best
+    # recipe and its runs as tags, the scorecard as its description (rendered markdown).
+    names = {r.run_id: r.run_name for r in records}
+    client.log_batch(parent, metrics=[tracking.Metric(k, float(v), int(time.time() * 1000), 0) for k, v in
+                                      sweep_metrics(card, best, spec.metric, len(results), len(errors)).items()])
+    tracking.set_status(client, parent, "finished")
+    client.set_tag(parent, tracking.TAG_NOTE, f"**Scorecard** (ranked on validation; test reported)\n\n"
+                   + scorecard.to_markdown(card)[:60000])
+    if best:
+        client.set_tag(parent, "sportray.best", best["config"])
+        client.set_tag(parent, "sportray.best_runs", ", ".join(names.get(r, r) for r in best["run_ids"]))
     summary = {"sweep_dir": str(sweep_dir), "experiment": spec.name, "parent_run_id": parent,
                "trials": len(results), "errored_trials": len(errors), "best": best,
                "beats_floor": card.beats_floor(),
                "scorecard": str(out_dir / "scorecard.md"), "tracking_uri": tracking_uri,
                "dashboard_url": ray_info["dashboard_url"]}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    names = {r.run_id: r.run_name for r in records}
     print("\n".join(final_lines(spec, card, best, names, summary, sweep_dir, len(results), len(errors),
                                  exp_id)), flush=True)
     return summary
@@ -601,6 +609,24 @@ def final_lines(spec: SweepSpec, card, best: dict | None, run_names: dict, summa
         wrapped += textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False,
                                  break_long_words=False) or [""]
     return wrapped
+
+
+def sweep_metrics(card, best: dict | None, metric: str, n_trials: int, n_errors: int) -> dict[str, float]:
+    """The parent run's metrics: the best recipe's validation and test seed means with their
+    intervals, the random floor's test means, trial counts and how many rows beat the floor."""
+    out = {"trials": n_trials, "failed_trials": n_errors, "rows_beating_floor": len(card.beats_floor())}
+    if best:
+        for split in ("valid", "test"):
+            out[f"best_{split}_{metric}"] = best[f"{split}_mean"]
+            lo, hi = best[f"{split}_interval"]
+            if lo is not None and hi is not None:
+                out[f"best_{split}_{metric}_ci_low"], out[f"best_{split}_{metric}_ci_high"] = lo, hi
+    for row in card.rows:
+        if row.reference == "random":
+            for m in card.metrics:
+                if row.stats[m].test.mean is not None:
+                    out[f"floor_test_{m}"] = row.stats[m].test.mean
+    return {k: v for k, v in out.items() if v is not None and v == v}
 
 
 def best_recipe(card, metric: str) -> dict | None:

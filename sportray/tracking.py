@@ -43,6 +43,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import fields as _dc_fields
 from pathlib import Path
@@ -68,6 +69,10 @@ TAG_SEED = "sportray.seed"                 # a reference run's seed, set when th
 TAG_PARENT = "mlflow.parentRunId"
 TAG_NOTE = "mlflow.note.content"           # the run's description in the MLflow UI
 TAG_PARAM_CONFLICT = "sportray.param_conflict."
+# MLflow 3's UI opens an experiment in its GenAI view (traces, judges) unless the experiment says
+# it is model training: the tag its frontend reads, with the value of its "machine learning" kind.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 KIND_SWEEP, KIND_TRIAL, KIND_REFERENCE = "sweep", "trial", "reference"
 STATUSES = ("running", "finished", "diverged", "failed", "stopped")   # stopped: early, by ASHA
@@ -150,9 +155,12 @@ def experiment_id(client: MlflowClient, name: str, artifact_location: str | None
                     f"MLflow experiment {name!r} (id {exp.experiment_id}) is deleted in "
                     f"{client.tracking_uri!r}: restore it (mlflow experiments restore --experiment-id "
                     f"{exp.experiment_id}), purge it (mlflow gc), or use another experiment name.")
+            if exp.tags.get(TAG_EXPERIMENT_KIND) is None:
+                client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
             return exp.experiment_id
         try:
-            return client.create_experiment(name, artifact_location=artifact_location)
+            return client.create_experiment(name, artifact_location=artifact_location,
+                                            tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND})
         except MlflowException:
             if attempt:  # someone else created it between get and create: read it back once
                 raise
@@ -346,21 +354,78 @@ def set_status(client: MlflowClient, run_id: str, status: str, note: str | None 
         client.set_terminated(run_id, status=_MLFLOW_STATUS[status])
 
 
+# What a run logs as MLflow metrics -- the columns of the run list and the charts MLflow draws
+# one per metric: the probe metrics with their intervals and unit counts (the scorecard reads
+# those), the LeJEPA curves (train/*), final_loss and the status numbers. Everything else a trial
+# or probe computes (per-class recalls, item counts, the probe's chosen lr, store size, ...) goes
+# to the run's `details.json` artifact; per-class recalls also to `soccer_recall.csv` and a chart.
+_HEADLINE = re.compile(r"(valid|test)/(basketball_iou|soccer_bal_acc)(_ci_low|_ci_high)?"
+                       r"|(valid|test)/(basketball|soccer)_units|train/[^/]+"
+                       r"|final_loss|diverged|diverged_step|stopped_step|steps_done|probe_seconds")
+DETAILS_ARTIFACT = "details.json"
+RECALL_PREFIX = "test/soccer_recall/"
+
+
+def is_headline(name: str) -> bool:
+    return _HEADLINE.fullmatch(name) is not None
+
+
+def _write_details(details: Mapping[str, float], directory: Path) -> list[Path]:
+    """details.json (every non-headline metric) and, for per-class recalls, a CSV and a chart."""
+    import json
+
+    out = [directory / DETAILS_ARTIFACT]
+    out[0].write_text(json.dumps(dict(sorted(details.items())), indent=1))
+    recalls = {k[len(RECALL_PREFIX):]: float(v) for k, v in details.items() if k.startswith(RECALL_PREFIX)}
+    if recalls:
+        rows = sorted(recalls.items())
+        csv = directory / "soccer_recall.csv"
+        csv.write_text("class,test_recall\n" + "".join(f'"{c}",{r:.6f}\n' for c, r in rows))
+        out.append(csv)
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            from matplotlib.figure import Figure
+
+            fig = Figure(figsize=(6, 0.28 * len(rows) + 0.8))
+            ax = fig.subplots()
+            ax.barh([c for c, _ in rows][::-1], [r for _, r in rows][::-1], color="#3b7dd8")
+            ax.set_xlim(0, 1)
+            ax.set_xlabel("test recall (soccer probe, per class)")
+            fig.tight_layout()
+            fig.savefig(directory / "soccer_recall.png", dpi=80)
+            out.append(directory / "soccer_recall.png")
+        except Exception as exc:   # noqa: BLE001 - the numbers are in the CSV either way
+            log.warning("run: per-class recall chart not drawn (%s)", exc)
+    return out
+
+
 def log_final(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
               artifacts: Iterable[str | os.PathLike] = (), status: str = "finished",
               step: int = 0, tags: Mapping[str, str] | None = None) -> None:
     """Final metrics (probe results with CIs, final_loss, diverged...), tags, artifacts, then status.
 
-    Metric values that are None are skipped (NaN is logged as NaN). A directory artifact is
-    logged under its own name; a missing artifact path is warned about and skipped so the
-    metrics and the status still land. For ``diverged`` the run description says so.
+    Only headline metrics (``is_headline``) become MLflow metrics; the rest go to
+    ``details.json`` (recalls also to ``soccer_recall.csv``/``.png``), so a run stays under 30
+    metrics. Metric values that are None are skipped (NaN is logged as NaN). A directory
+    artifact is logged under its own name; a missing artifact path is warned about and skipped
+    so the metrics and the status still land. For ``diverged`` the run description says so.
     """
+    import tempfile
+
     ts = int(time.time() * 1000)
-    ms = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items() if v is not None]
+    shown = {k: v for k, v in metrics.items() if v is not None and is_headline(k)}
+    details = {k: v for k, v in metrics.items() if v is not None and not is_headline(k)
+               and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    ms = [Metric(k, float(v), ts, int(step)) for k, v in shown.items()]
     for i in range(0, len(ms), _MAX_BATCH_METRICS):
         client.log_batch(run_id, metrics=ms[i:i + _MAX_BATCH_METRICS])
     if tags:
         _set_tags(client, run_id, tags)
+    if details:
+        with tempfile.TemporaryDirectory() as tmp:
+            for f in _write_details(details, Path(tmp)):
+                client.log_artifact(run_id, str(f))
     for a in artifacts:
         p = Path(a)
         if p.is_dir():

@@ -13,21 +13,9 @@ from sportray import tracking as T
 from sportray.config import PretrainConfig, flatten
 
 
-def fresh_store(tmp_path_factory, name: str) -> str:
-    """sqlite URI of a new MLflow store; the schema migration (~8 s) runs once per session
-    into a template file that later stores copy."""
-    import shutil
-    template = tmp_path_factory.getbasetemp() / "mlflow-template.db"
-    if not template.exists():
-        T.connect(f"sqlite:///{template}")
-    d = tmp_path_factory.mktemp(name)
-    shutil.copyfile(template, d / "mlflow.db")
-    return f"sqlite:///{d}/mlflow.db"
-
-
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    return T.connect(fresh_store(tmp_path_factory, "mlflow"))
+def client(fresh_mlflow_store):
+    return T.connect(fresh_mlflow_store("mlflow"))
 
 
 @pytest.fixture
@@ -202,3 +190,37 @@ def test_ci_unit_tags_name_what_each_probe_interval_resampled(tmp_path):
     assert ci_unit_tags([str(tmp_path / "curves.png"), str(tmp_path / "probe_metrics.json")]) == \
         {"sportray.ci_unit.basketball": "arena", "sportray.ci_unit.soccer": "game"}
     assert ci_unit_tags([str(tmp_path / "curves.png")]) == {}   # no probe ran: no tags
+
+
+def test_run_keeps_headline_metrics_and_puts_the_rest_in_artifacts(client, exp, tmp_path):
+    """A trial run lists at most 30 metrics (the run list's columns, one chart each): probe
+    metrics with intervals and units, train/* curves, final_loss and status numbers; per-class
+    recalls and counts go to details.json, soccer_recall.csv and a chart."""
+    import json
+
+    assert client.get_experiment(exp).tags[T.TAG_EXPERIMENT_KIND] == T.EXPERIMENT_KIND   # model-training view
+    run_id = T.trial_run(client, exp, None, "t-metrics", "scratch 2x224 steps=40 clip=1.0", {}, 0)
+    final = {f"{split}/{task}{suffix}": 0.5 for split in ("valid", "test")
+             for task in ("basketball_iou", "soccer_bal_acc") for suffix in ("", "_ci_low", "_ci_high")}
+    final.update({f"{split}/{t}_units": 3 for split in ("valid", "test") for t in ("basketball", "soccer")})
+    final.update({f"{split}/basketball_frames": 68 for split in ("valid", "test")})
+    final.update({f"{split}/soccer_events": 300 for split in ("valid", "test")})
+    final.update({f"test/soccer_recall/class {i}": i / 17 for i in range(17)})
+    final.update({f"train/{k}": 1.0 for k in ("loss", "inv", "sigreg", "grad_norm", "weight_norm", "rel_dist_init",
+                                              "lr", "frames_per_s", "data_wait_s")})
+    final.update({"final_loss": 0.3, "diverged": 0.0, "steps_done": 40, "probe_seconds": 9.0, "basketball_lr": 0.01,
+                  "soccer_lr": 0.1, "frames_in_store": 2048, "bad_files": 0, "final_weight_norm": 30.0,
+                  "final_rel_dist_init": 0.1, "test/basketball_empty_frames": 2})
+    assert len(final) > 55
+    T.log_final(client, run_id, final, status="finished", step=40)
+    run = client.get_run(run_id)
+    assert len(run.data.metrics) <= 30, sorted(run.data.metrics)
+    assert {"valid/basketball_iou", "test/soccer_bal_acc_ci_high", "test/basketball_units", "final_loss",
+            "train/loss"} <= set(run.data.metrics)
+    assert not any("recall" in m for m in run.data.metrics)
+    files = {a.path for a in client.list_artifacts(run_id)}
+    assert {"details.json", "soccer_recall.csv", "soccer_recall.png"} <= files, files
+    details = json.loads(open(client.download_artifacts(run_id, "details.json", str(tmp_path))).read())
+    assert details["test/soccer_recall/class 3"] == 3 / 17 and details["basketball_lr"] == 0.01
+    csv = open(client.download_artifacts(run_id, "soccer_recall.csv", str(tmp_path))).read().splitlines()
+    assert csv[0] == "class,test_recall" and len(csv) == 18
