@@ -293,8 +293,8 @@ def max_concurrent(pretrain: PretrainConfig) -> int:
     res = ray.cluster_resources()
     if pretrain.gpus_per_worker > 0:
         return max(1, int(res.get("GPU", 0) // (pretrain.gpus_per_worker * pretrain.workers)))
-    # Ray Data's ListFiles step takes a whole CPU at the start of every epoch (and reads 0.25
-    # each): without a free core the trainers wait on data forever.
+    # One core stays outside the trials' reservations: a trial's store reads are quarter-CPU Ray
+    # tasks (frames.read_store) that must find a free CPU, or its trainers wait on data forever.
     spare = res.get("CPU", 1) - 1.0
     return max(1, int(spare // (pretrain.cpus_per_worker * pretrain.workers)))
 
