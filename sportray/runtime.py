@@ -98,8 +98,3 @@ def _dashboard_url() -> str:
     except Exception:
         return ""
 
-
-def cluster_resources() -> dict:
-    import ray
-
-    return {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")}
