@@ -14,9 +14,9 @@ Where each number is set:
 
 * ``TrainMetrics`` -- in the Ray Train worker of rank 0 (sportray/pretrain.py), at every
   logged step. Ray 2.60 exports a gauge only in the interval it was set and its metrics agent
-  drops it two export intervals (``RAY_metrics_report_interval_ms``, 10 s default) later --
-  measured here: a gauge set once is on the endpoint for about 2 s at a 1 s interval, then
-  gone, although its process lives on. So every process re-sets its latest gauge values every
+  drops it two export intervals (``RAY_metrics_report_interval_ms``, 10 s default) later, although
+  its process lives on (as measured: BENCHMARKS.md, "Figures moved from docstrings"; the test
+  test_metrics.py checks the cure). So every process re-sets its latest gauge values every
   half interval (`_keeper`, a daemon thread): a trial's curves stay on the endpoint while its
   rank 0 lives, even when a step takes longer than the interval, and vanish about two
   intervals after the process ends -- "trials training now" on the sweep dashboard counts

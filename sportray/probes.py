@@ -49,8 +49,9 @@ Decisions (documented here because DESIGN.md leaves them open):
   token-level minibatches of the same count converged clearly worse in our checks) or events
   (soccer). The step count is `cfg.epochs` epochs clamped to [min_steps, max_steps] (defaults
   PROBE_MIN_STEPS = 1000 / PROBE_MAX_STEPS = 2000): tiny real probe sets (~600 basketball frames
-  = 3 steps an epoch) still get enough Adam steps (300 steps left the low-lr heads visibly
-  unconverged), and large ones (170 k soccer events) stay seconds on a GPU.
+  = 3 steps an epoch) still get enough Adam steps for the low-lr heads to converge, and large ones
+  (170 k soccer events) stay short on a GPU (figures: BENCHMARKS.md, "Figures moved from
+  docstrings").
 - Model selection: the final weights of each head are scored on the validation split (IoU for
   basketball, balanced accuracy for soccer); ties go to the smaller lr. If a probe set has no
   validation split, a seeded 20 % of the train items is held out for it (with a warning).
@@ -226,7 +227,7 @@ def _bootstrap_balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n: int,
     Balanced accuracy depends on a resample only through how many events land in each
     (true class, correct?) cell, and resampling M events with replacement puts
     Multinomial(M, cell frequencies) events in the cells: the same distribution as the index
-    matrix, at (n, 2C) cost instead of (n, M) (seconds -> milliseconds for 171 k events).
+    matrix, at (n, 2C) cost instead of (n, M) (BENCHMARKS.md, "Figures moved from docstrings").
     """
     _, t = np.unique(np.asarray(y_true).ravel(), return_inverse=True)
     correct = (np.asarray(y_true).ravel() == np.asarray(y_pred).ravel()).astype(np.int64)
@@ -249,7 +250,7 @@ def bootstrap_ci(data, statistic: Callable[..., np.ndarray] | None = None, n: in
     (B,). Resampling is an index matrix, drawn in chunks of at most `max_elements` so 1000
     resamples of many items stay within memory. The default balanced-accuracy statistic draws
     the equivalent multinomial cell counts instead (`_bootstrap_balanced_accuracy`): same
-    distribution, milliseconds for 171 k events. Deterministic for `seed`.
+    distribution, far cheaper on many events. Deterministic for `seed`.
     """
     arrays = tuple(np.asarray(a) for a in data) if isinstance(data, (tuple, list)) else (np.asarray(data),)
     m = len(arrays[0])
@@ -378,7 +379,7 @@ def unit_bootstrap(values=None, *, y_true=None, y_pred=None, units=None, n: int 
         # each seed) combinations: those are the cells, a few thousand instead of N events.
         key = np.column_stack([_unit_ids(units, m), t, (p == t).T])
         dims = tuple(int(d) for d in key.max(axis=0) + 1)
-        try:        # one int64 code per combination: a 1-D unique is ~10x faster than axis=0
+        try:        # one int64 code per combination: a 1-D unique beats axis=0 (BENCHMARKS.md)
             codes, cell_size = np.unique(np.ravel_multi_index(tuple(key.T), dims), return_counts=True)
             cells = np.column_stack(np.unravel_index(codes, dims))
         except ValueError:                                   # too many combinations for int64

@@ -19,12 +19,11 @@ Deliberate differences from torchvision, each for speed on the device:
     order per image); non-jittered images get identity factors instead of being skipped;
   - blur: a per-image separable kernel, 13 taps (+-3 sigma at sigma 2), reflect padding, run on the
     selected images only (banded matmuls on a GPU, a depthwise convolution on the CPU).
-Measured on one H100 (BENCHMARKS.md, History §7), 256 frames of 224x398 -> 2x224 + 6x96: 22 ms eager;
-inside the compiled training step with the colour operations fused (``compiled=True``) the views
-cost ~10 ms of a 117 ms step. All draws happen on the CPU and reach the GPU in one pinned,
-non-blocking copy per group, so building views never makes the CPU wait for the GPU. On the CPU
-the same code needs ~1.5 s per 32
-frames on one Xeon core (~0.45 s on 4): fine for tests and tiny demos, not for CPU training at 224.
+Under ``compiled=True`` the colour operations are fused into the compiled training step. All draws
+happen on the CPU and reach the GPU in one pinned, non-blocking copy per group, so building views
+never makes the CPU wait for the GPU. On the CPU the same code is fine for tests and tiny demos,
+not for CPU training at 224. What it costs, as measured (GPU and CPU): BENCHMARKS.md, "Figures
+moved from docstrings".
 All random numbers come from ``generator`` (drawn on the generator's device, so a CPU generator
 gives the same views on CPU and GPU up to float round-off) in a fixed number of draws: same
 generator state, same views.
