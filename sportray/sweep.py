@@ -106,11 +106,13 @@ def _trainable(config: dict, ctx: dict) -> None:
     cfg = PretrainConfig(**{**ctx["pretrain"], **overrides, "seed": seed})
     trial_id = ray.tune.get_context().get_trial_id()
     try:
-        metrics = run_trial(cfg, DataConfig(**{**ctx["data"], **data_overrides}), ProbeConfig(**ctx["probe"]),
+        data = DataConfig(**{**ctx["data"], **data_overrides})
+        metrics = run_trial(cfg, data, ProbeConfig(**ctx["probe"]),
                             tracking_uri=ctx["tracking_uri"], experiment=ctx["experiment"],
                             parent_run_id=ctx["parent_run_id"], trial_id=trial_id,
                             storage=ctx["storage"], in_tune=True,
-                            config_key=trial_key(cfg, {**overrides, **data_overrides}))
+                            config_key=trial_key(cfg, data, {**overrides, **data_overrides}),
+                            name_key=trial_label(cfg, {**overrides, **data_overrides}))
     except Exception as exc:
         if not deterministic_failure(exc):
             raise  # may succeed on another try (a lost node): Tune retries it
@@ -168,9 +170,23 @@ def objective(spec: SweepSpec) -> str:
     return f"valid/{spec.metric}"
 
 
-def trial_key(cfg: PretrainConfig, searched: dict) -> str:
-    """The trial's name in MLflow: what differs between trials (the searched fields), e.g.
-    "scratch views=2x224+6x96 steps=60 clip=1 lr=0.001"; the seed is added by the run name."""
+def trial_key(cfg: PretrainConfig, data: DataConfig, searched: dict) -> str:
+    """The trial's identity (tag sportray.config_key; the scorecard makes one row per key): the
+    whole resolved config as tracking.config_key names it -- every field that changes what is
+    learned and differs from its default, the searched ones always, the seed never. So two sweeps
+    that differ only by a fixed field (`--set batch_size=32`) never share a row, e.g.
+    "scratch 2x224 steps=40 clip=1.0 model=vit_tiny_demo batch_size=32 ... lr=0.001"."""
+    from sportray import tracking
+    from sportray.config import flatten
+
+    full = {**flatten(cfg), **{f"data.{k}": v for k, v in flatten(data).items()}}
+    return tracking.config_key(full, vary=searched)
+
+
+def trial_label(cfg: PretrainConfig, searched: dict) -> str:
+    """The trial's name in MLflow, Tune and Grafana: what differs between the trials of one sweep
+    (the searched fields), e.g. "scratch views=2x224+6x96 steps=60 clip=1 lr=0.001"; the run name
+    adds the seed. Its identity is `trial_key`."""
     def fmt(v):
         return f"{v:.3g}" if isinstance(v, float) else str(v)
     order = ["views", "steps", "clip", "lr"]

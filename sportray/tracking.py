@@ -274,12 +274,13 @@ def parent_run(client: MlflowClient, experiment_id: str, sweep_name: str,
 
 
 def trial_run(client: MlflowClient, experiment_id: str, parent_id: str | None, trial_id: str,
-              config_key: str, params: Mapping[str, object], seed: int) -> str:
+              config_key: str, params: Mapping[str, object], seed: int, name_key: str = "") -> str:
     """The trial's child run, created once per (parent, ``sportray.trial_id``).
 
     Calling it again (a retried worker group, a restored Tune trial, a resumed sweep) returns
     the same run, sets it back to running and logs only params not yet there. Run name:
-    ``run_name(config_key, seed)``. ``params`` are the flattened PretrainConfig (``seed`` is
+    ``run_name(name_key or config_key, seed)`` (a sweep names runs by what it searches; the
+    ``sportray.config_key`` tag is the whole identity). ``params`` are the flattened PretrainConfig (``seed`` is
     added if missing; a params seed that disagrees with ``seed`` is a ValueError). ``parent_id`` None: a standalone run (``sportray pretrain``).
     """
     trial_id = str(trial_id)
@@ -298,7 +299,7 @@ def trial_run(client: MlflowClient, experiment_id: str, parent_id: str | None, t
                 TAG_STATUS: "running"}
         if parent_id:
             tags[TAG_PARENT] = parent_id
-        run_id = _create_run(client, experiment_id, run_name(config_key, seed), tags)
+        run_id = _create_run(client, experiment_id, run_name(name_key or config_key, seed), tags)
     p = dict(params)
     p.setdefault("seed", seed)
     log_params(client, run_id, p)
@@ -333,6 +334,29 @@ def reference_run(client: MlflowClient, experiment_id: str, parent_id: str | Non
     p["arm"], p["steps"], p["seed"] = "reference", 0, seed
     log_params(client, run_id, p)
     return run_id
+
+
+# The experiment's opening view: MLflow 3's UI loads a "shared view" (columns, order, filter)
+# from the experiment tag mlflow.sharedViewState.<key> when its URL says ?viewStateShareKey=<key>.
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+VIEW_KEY = "sportray-probes"
+VIEW_METRICS = ("valid/basketball_iou", "test/basketball_iou", "test/basketball_iou_ci_low",
+                "test/basketball_iou_ci_high", "valid/soccer_bal_acc", "test/soccer_bal_acc",
+                "test/soccer_bal_acc_ci_low", "test/soccer_bal_acc_ci_high", "final_loss")
+VIEW_PARAMS = ("views", "steps", "clip", "lr", "seed")
+
+
+def probe_view(client: MlflowClient, experiment_id: str, order_by: str = "valid/basketball_iou") -> str:
+    """Store the experiment's probe view (trial and reference runs as one flat list, the probe
+    metrics and recipe params as columns, ranked on `order_by`) and return the UI's URL path
+    for it: ``#/experiments/<id>?viewStateShareKey=sportray-probes``."""
+    import json
+
+    state = {"selectedColumns": [f"metrics.`{m}`" for m in VIEW_METRICS] + [f"params.`{p}`" for p in VIEW_PARAMS],
+             "orderByKey": f"metrics.`{order_by}`", "orderByAsc": False,
+             "searchFilter": f"tags.`{TAG_KIND}` != '{KIND_SWEEP}'"}
+    client.set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + VIEW_KEY, json.dumps(state))
+    return f"#/experiments/{experiment_id}?viewStateShareKey={VIEW_KEY}"
 
 
 def set_status(client: MlflowClient, run_id: str, status: str, note: str | None = None) -> None:

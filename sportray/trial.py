@@ -171,8 +171,12 @@ def ensure_demo_base(data: DataConfig, store_path: str, storage: str) -> str:
 
 def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, tracking_uri: str,
               experiment: str, parent_run_id: str | None, trial_id: str, storage: str,
-              config_key: str = "", in_tune: bool = False, do_probe: bool = True) -> dict:
-    """Pretrain -> probe -> MLflow for one recipe. Returns the metrics reported to Tune."""
+              config_key: str = "", name_key: str = "", in_tune: bool = False, do_probe: bool = True) -> dict:
+    """Pretrain -> probe -> MLflow for one recipe. Returns the metrics reported to Tune.
+
+    config_key: the run's identity (tag sportray.config_key, one scorecard row per key); default
+    tracking.config_key(cfg). name_key: the key its run name and metric labels are made of, when
+    shorter than the identity (a sweep: the searched fields); default config_key."""
     from sportray import tracking
 
     cfg.validate()
@@ -183,14 +187,15 @@ def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, trac
     params = flatten(cfg)
     params.update({f"data.{k}": v for k, v in flatten(data).items()})
     key = config_key or tracking.config_key(cfg)
-    run_id = tracking.trial_run(client, exp_id, parent_run_id, trial_id, key, params, cfg.seed)
+    run_id = tracking.trial_run(client, exp_id, parent_run_id, trial_id, key, params, cfg.seed,
+                                name_key=name_key)
     done = _finished_metrics(client, run_id)
     if done is not None:
         say(f"trial {trial_id}: already finished in MLflow run {run_id}; not redone")
         return done
     try:
-        return _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, tracking_uri, storage,
-                                   in_tune, do_probe)
+        return _pretrain_and_probe(cfg, data, probe, client, run_id, name_key or key, trial_id, tracking_uri,
+                                   storage, in_tune, do_probe)
     except BaseException as exc:
         # The run says what happened: a crash is "failed" (never left looking "running").
         if client.get_run(run_id).data.tags.get("sportray.status") == "running":

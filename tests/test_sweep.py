@@ -197,3 +197,39 @@ def test_best_recipe_is_chosen_on_validation_and_names_that_split():
     assert best["test_mean"] < 0.4                      # shown as it is, though another row tests higher
     text = "\n".join(summary_lines(card, "basketball_iou", best))
     assert "Best recipe (by valid/basketball_iou, seed mean of 2): good-on-valid" in text
+
+
+def test_two_sweeps_that_differ_only_by_a_fixed_field_never_share_a_scorecard_row():
+    """Run identity is the whole resolved config: `--set batch_size=32` on one of two otherwise equal
+    sweeps gives its trials another sportray.config_key, so the scorecard keeps two rows of one
+    seed each instead of one row that counts the other sweep's trial as a second seed. The run
+    name stays what the sweep searched."""
+    import dataclasses
+
+    from sportray import scorecard as S
+    from sportray.config import DataConfig, PretrainConfig
+    from sportray.sweep import trial_key, trial_label
+
+    searched = {"views": "2x224", "steps": 40, "clip": 1.0, "lr": 1e-3}
+    base = PretrainConfig(arm="scratch", model="vit_tiny_demo", batch_size=16, lambda_sigreg=0.2, **searched)
+    data = DataConfig(data_dir="/d", every_s=2.0)
+    key16 = trial_key(base, data, searched)
+    key32 = trial_key(dataclasses.replace(base, batch_size=32), data, searched)
+    assert key16 != key32 and "batch_size=16" in key16      # 32 is the default: not named, still another key
+    # the seed and what does not change the learned model (cadence, CPUs) are not identity
+    assert trial_key(dataclasses.replace(base, seed=1, log_every=5, cpus_per_worker=0.9), data, searched) == key16
+    # data that changes what is learned is identity; where the data lives is not
+    assert trial_key(base, dataclasses.replace(data, every_s=4.0), searched) != key16
+    assert trial_key(base, dataclasses.replace(data, data_dir="/elsewhere"), searched) == key16
+    # searched fields are named even at their default
+    assert "lr=0.001" in key16
+    assert trial_label(base, searched) == "scratch views=2x224 steps=40 clip=1 lr=0.001"
+
+    def rec(key, run):
+        return S.RunRecord(run_id=run, run_name=f"{trial_label(base, searched)} s0", kind="trial", config_key=key,
+                           status="finished", params={"arm": "scratch", "steps": "40", "seed": "0"},
+                           metrics={"valid/basketball_iou": 0.5, "test/basketball_iou": 0.5})
+
+    card = S.build([rec(key16, "a"), rec(key32, "b")], metrics=("basketball_iou",), n_boot=50)
+    trial_rows = [r for r in card.rows if r.kind == "trial"]
+    assert sorted(len(r.seeds) for r in trial_rows) == [1, 1], [(r.config, r.seeds) for r in trial_rows]
