@@ -294,12 +294,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="")
     p.add_argument("--tracking-uri", default=default_tracking_uri())
     p.set_defaults(fn=cmd_scorecard)
+
+    # Listed here for --help; main() hands `sportray sweep NAME ...` to the sweep's own parser.
+    sub.add_parser("sweep", help="run sweeps/NAME.py: sportray sweep NAME [--preset P] [--set F=V] ... "
+                                 "(NAME --help for its options)", add_help=False)
     return parser
+
+
+def sweeps_dir() -> Path:
+    """Where the sweep scripts are: $SPORTRAY_SWEEPS, else ./sweeps, else the checkout's sweeps/
+    beside this package (an editable install)."""
+    import os
+
+    for d in (os.environ.get("SPORTRAY_SWEEPS", ""), "sweeps", Path(__file__).resolve().parents[1] / "sweeps"):
+        if d and Path(d).is_dir():
+            return Path(d)
+    raise ConfigError("sportray sweep: no sweeps/ folder here or beside the sportray package; "
+                      "set SPORTRAY_SWEEPS to the folder of the sweep scripts")
+
+
+def cmd_sweep(argv: list[str]) -> int:
+    """`sportray sweep NAME [options]` = `python sweeps/NAME.py [options]`: the same SPEC and
+    sweep.main (or the script's own main, for references.py), the same exit codes."""
+    import importlib.util
+
+    if not argv or argv[0] in ("-h", "--help"):
+        names = sorted(f.stem for f in sweeps_dir().glob("*.py") if not f.name.startswith("_"))
+        print("usage: sportray sweep NAME [--preset demo|paper] [--set FIELD=VALUE ...] [options]\n"
+              f"NAME: {', '.join(names)} (sweeps/NAME.py; `sportray sweep NAME --help` for its options)")
+        return 0 if argv else EXIT_BAD_INPUT
+    name, rest = argv[0], argv[1:]
+    try:
+        path = sweeps_dir() / f"{name}.py"
+        if not path.is_file():
+            known = ", ".join(sorted(f.stem for f in path.parent.glob("*.py")))
+            raise ConfigError(f"no sweep {name!r} in {path.parent} (known: {known})")
+    except ConfigError as err:
+        print(f"sportray sweep: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    spec = importlib.util.spec_from_file_location(f"sportray_sweeps_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if hasattr(module, "SPEC"):
+        from sportray.sweep import main as sweep_main
+        return sweep_main(module.SPEC, rest)
+    return module.main(rest)
 
 
 def main(argv: list[str] | None = None) -> int:
     from sportray.validate import run_edge
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "sweep":
+        return cmd_sweep(argv[1:])
     args = build_parser().parse_args(argv)
     # Bad input (a bad option, a missing or unreadable file, OSError/ValueError): one line naming
     # the file or option and what is wrong, exit 2, no traceback (sportray/validate.py).

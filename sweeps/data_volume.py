@@ -6,13 +6,11 @@ found no difference (~0.704 IoU either way) and read it as "diversity, not volum
 your sport, with seeds, before believing it.
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from sportray.presets import demo, paper   # the shared demo / paper bases
 # tune.choice(...) here is sportray.sweep's: named now, built with Ray when the sweep runs,
 # so --help and --print-config never import Ray
-from sportray.sweep import Preset, SweepSpec, main, tune  # noqa: E402
+from sportray.sweep import Preset, SweepSpec, main, tune
 
 SPEC = SweepSpec(
     name="data_volume",
@@ -20,15 +18,12 @@ SPEC = SweepSpec(
     space={"data.max_frames": tune.choice([32_000, 0])},   # 0 = the whole store (~265k frames)
     presets={
         "demo": Preset(
-            pretrain=dict(arm="scratch", model="vit_tiny_demo", views="2x224", steps=60, batch_size=16,
-                          warmup_steps=5, log_every=10, checkpoint_every=30, cpus_per_worker=0.45,
-                          sigreg_directions=128, proj_dim=64),
+            pretrain=demo(arm="scratch", views="2x224", steps=60, warmup_steps=5, log_every=10,
+                          checkpoint_every=30),
             data=dict(every_s=1.0), num_configs=2, seeds=(0, 1),
             space={"data.max_frames": tune.choice([100, 0])}),
         "paper": Preset(
-            pretrain=dict(arm="scratch", model="vit_small", views="2x224", steps=50_000, batch_size=256,
-                          warmup_steps=1000, log_every=50, checkpoint_every=2000, gpus_per_worker=1,
-                          cpus_per_worker=4, workers=4, compile=True, sigreg_directions=1024),
+            pretrain=paper(arm="scratch", views="2x224", steps=50_000),
             num_configs=2, seeds=(0, 1)),
     },
     metric="basketball_iou",

@@ -7,13 +7,11 @@ ViT-S/16 weights with --weights; without them the demo uses a small base pretrai
 synthetic corpus, labelled base=synthetic-demo (never passed off as DINOv3).
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from sportray.presets import demo, paper   # the shared demo / paper bases
 # tune.choice(...) here is sportray.sweep's: named now, built with Ray when the sweep runs,
 # so --help and --print-config never import Ray
-from sportray.sweep import Preset, SweepSpec, main, tune  # noqa: E402
+from sportray.sweep import Preset, SweepSpec, main, tune
 
 SPEC = SweepSpec(
     name="lora_steps",
@@ -21,18 +19,14 @@ SPEC = SweepSpec(
     space={"steps": tune.choice([10_000, 30_000, 50_000, 100_000])},
     presets={
         "demo": Preset(
-            pretrain=dict(arm="lora", model="vit_tiny_demo", base="synthetic-demo", views="2x224",
-                          batch_size=16, warmup_steps=5, log_every=10, checkpoint_every=40, lr=1e-3,
-                          clip=1.0, lambda_sigreg=0.2, cpus_per_worker=0.45, sigreg_directions=128,
-                          proj_dim=64),
-            data=dict(every_s=2.0), num_configs=3, seeds=(0, 1),
+            pretrain=demo(arm="lora", base="synthetic-demo", views="2x224", warmup_steps=5, log_every=10,
+                          checkpoint_every=40, lr=1e-3, clip=1.0, lambda_sigreg=0.2),
+            data=dict(every_s=4.0), num_configs=3, seeds=(0, 1),
             space={"steps": tune.choice([20, 40, 80])},
             # a curve of three points, each with two seeds (the study: two points are not a curve)
             start_points=[dict(steps=20), dict(steps=40), dict(steps=80)]),
         "paper": Preset(
-            pretrain=dict(arm="lora", model="vit_small", views="2x224+6x96", batch_size=256,
-                          warmup_steps=500, log_every=50, checkpoint_every=2000, gpus_per_worker=1,
-                          cpus_per_worker=4, workers=4, compile=True, sigreg_directions=1024),
+            pretrain=paper(arm="lora", views="2x224+6x96", warmup_steps=500),
             num_configs=4, seeds=(0, 1)),
     },
     metric="basketball_iou",

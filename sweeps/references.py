@@ -8,11 +8,8 @@ sweep's seeds (--seeds, default 0,1 as the sweeps' presets) so the rows compare 
 """
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sportray.config import ConfigError, DataConfig, ProbeConfig, default_tracking_uri, parse_seeds  # noqa: E402
+from sportray.config import ConfigError, DataConfig, ProbeConfig, default_tracking_uri, parse_seeds
 
 
 def main(argv=None) -> int:

@@ -7,13 +7,11 @@ beat same-resolution crops at equal steps? Run with no arguments for the embedde
 SoccerNet copy (--corpus, --basketball) with the study's budgets.
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-
+from sportray.presets import demo, paper   # the shared demo / paper bases
 # tune.choice(...) here is sportray.sweep's: named now, built with Ray when the sweep runs,
 # so --help and --print-config never import Ray
-from sportray.sweep import Preset, SweepSpec, main, tune  # noqa: E402
+from sportray.sweep import Preset, SweepSpec, main, tune
 
 SPEC = SweepSpec(
     name="scratch_views",
@@ -28,10 +26,9 @@ SPEC = SweepSpec(
         "demo": Preset(
             # lambda_sigreg 0.2 and lr 1e-3: of the CPU-budget recipes tried (bench/positive_control.py,
             # README "What to expect"), what moved the tiny ViT's tile features above the random floor.
-            pretrain=dict(arm="scratch", model="vit_tiny_demo", batch_size=16, warmup_steps=10,
-                          log_every=10, checkpoint_every=40, cpus_per_worker=0.45, lr=1e-3, clip=1.0,
-                          lambda_sigreg=0.2, sigreg_directions=128, proj_dim=64),
-            data=dict(every_s=2.0),
+            pretrain=demo(arm="scratch", warmup_steps=10, log_every=10, checkpoint_every=40,
+                          cpus_per_worker=0.22, lr=1e-3, clip=1.0, lambda_sigreg=0.2),
+            data=dict(every_s=4.0),
             num_configs=2, seeds=(0, 1),
             space={
                 "views": tune.choice(["2x224", "2x224+4x64"]),
@@ -43,9 +40,7 @@ SPEC = SweepSpec(
             start_points=[dict(views="2x224", steps=40, clip=1.0, lr=1e-3),
                           dict(views="2x224+4x64", steps=40, clip=1.0, lr=1e-3)]),
         "paper": Preset(
-            pretrain=dict(arm="scratch", model="vit_small", batch_size=256, warmup_steps=1000,
-                          log_every=50, checkpoint_every=2000, gpus_per_worker=1, cpus_per_worker=4,
-                          workers=4, compile=True, sigreg_directions=1024, proj_dim=128),
+            pretrain=paper(arm="scratch", proj_dim=128),
             data=dict(every_s=4.0),
             num_configs=12, seeds=(0, 1)),
     },

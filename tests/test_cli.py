@@ -17,7 +17,7 @@ def sportray(*args, cwd=None, timeout=120):
                           cwd=cwd, timeout=timeout)
 
 
-@pytest.mark.parametrize("command", ["synth", "inspect", "frames", "pretrain", "probe", "scorecard"])
+@pytest.mark.parametrize("command", ["synth", "inspect", "frames", "pretrain", "probe", "scorecard", "sweep"])
 def test_every_command_has_help(command):
     out = sportray(command, "--help")
     assert out.returncode == 0 and "usage:" in out.stdout
@@ -94,3 +94,29 @@ def test_data_paths_are_made_absolute_for_ray_workers(tmp_path, monkeypatch):
     assert d.data_dir == str(tmp_path / "sportray-data") and d.corpus == str(tmp_path / "videos")
     assert d.extra_sources == f"{tmp_path / 'more'}:2,{tmp_path / 'other'}"
     assert d.basketball == "" and d.soccer_labels == "s3://bucket/labels"
+
+
+def test_sportray_sweep_runs_the_sweep_scripts_spec_and_the_scripts_need_no_path_hack(tmp_path):
+    """`sportray sweep NAME [--preset P] [--set F=V]` is `python sweeps/NAME.py` with the same
+    options: the same resolved configuration (--print-config starts nothing). The scripts import
+    sportray as installed (no sys.path hack), from any working directory, and keep only their
+    search spaces on the shared demo/paper bases (sportray.presets)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    opts = ["--preset", "demo", "--set", "batch_size=8", "--print-config"]
+    via_cli = subprocess.run([sys.executable, "-m", "sportray.cli", "sweep", "scratch_views", *opts],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    via_script = subprocess.run([sys.executable, str(root / "sweeps" / "scratch_views.py"), *opts],
+                                capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert via_cli.returncode == 0 and via_script.returncode == 0, via_cli.stderr + via_script.stderr
+    resolved = json.loads(via_cli.stdout)
+    assert resolved == json.loads(via_script.stdout)
+    assert resolved["pretrain"]["batch_size"] == 8 and resolved["pretrain"]["model"] == "vit_tiny_demo"
+    unknown = sportray("sweep", "no_such_sweep", cwd=tmp_path)
+    assert unknown.returncode == 2 and "no sweep 'no_such_sweep'" in unknown.stderr and "scratch_views" in unknown.stderr
+    for script in (root / "sweeps").glob("*.py"):
+        text = script.read_text()
+        assert "sys.path" not in text, script.name
+        if "SweepSpec(" in text:
+            assert "from sportray.presets import demo, paper" in text and "pretrain=dict(" not in text, script.name
