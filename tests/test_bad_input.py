@@ -260,8 +260,9 @@ def test_the_stored_sweep_config_is_the_same_for_the_same_command():
     assert make()["space"]["views"] == {"choice": ["2x224", "2x224+4x64"]}
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_every_trial_fails_exits_1_says_why_last_and_does_not_retry(
-        ray_session, tiny_synthetic, sweep_data_dir, tmp_path, capsys, monkeypatch):
+        ray_session, tiny_synthetic, sweep_data_dir, tmp_path, capsys, monkeypatch, mlflow_db_at):
     # A search space whose only value is a bad config (steps=0): it passes the edge (a sweep
     # script's space is code, not input) and every trial fails the same way, at its first line.
     # Such a failure is not retried (one attempt, reported as failed), no "Best" is printed, and
@@ -279,7 +280,7 @@ def test_a_sweep_whose_every_trial_fails_exits_1_says_why_last_and_does_not_retr
             data=dict(every_s=1.0), probe=dict(epochs=2, bootstrap=10), num_configs=1, seeds=(0,))},
         metric="basketball_iou", references=())
     monkeypatch.chdir(tmp_path)
-    rc = main(spec, ["--preset", "t", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+    rc = main(spec, ["--preset", "t", "--tracking-uri", mlflow_db_at(tmp_path / "mlflow.db"),
                      "--storage", str(tmp_path / "runs"), "--data-dir", str(sweep_data_dir),
                      "--corpus", str(tiny_synthetic / "soccernet"),
                      "--basketball", str(tiny_synthetic / "deepsportradar"),

@@ -123,11 +123,9 @@ print("ok")
 """
 
 
-def test_ray_dashboard_jobs_and_actors_pages(tmp_path, artifacts_dir):
-    from test_cluster import LocalRayCluster
-
+def test_ray_dashboard_jobs_and_actors_pages(tmp_path, artifacts_dir, local_ray_cluster):
     t0 = time.monotonic()
-    with LocalRayCluster(tmp_path / "cluster", nodes=1, cpus=1, dashboard=True) as cluster:
+    with local_ray_cluster(tmp_path / "cluster", nodes=1, cpus=1, dashboard=True) as cluster:
         base = cluster.dashboard_url
         assert wait_http(base + "/api/version", timeout=180) == 401            # token auth is on
         bearer = {"Authorization": f"Bearer {cluster.token}"}

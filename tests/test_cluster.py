@@ -4,11 +4,9 @@ trials; four with SPORTRAY_CLUSTER_TRIALS=4), looked at the way a person would: 
 dashboard's actors and jobs pages while the trials train, then the MLflow compare view of the
 trained trials; the screenshots go where test_browser.py's do.
 
-`LocalRayCluster` (also used by test_metrics.py and test_browser.py) starts nodes as
-`ray start --block` subprocesses with their own --temp-dir, ports and auth token, so it never
-touches another Ray session on the machine (the shared `ray_session` fixture, a user's sweep);
-`stop()` sends SIGTERM to its own `ray start` processes (which take their Ray processes down)
-and SIGKILLs whatever of their process trees is left. Never `ray stop`.
+The nodes come from conftest.py's `local_ray_cluster` fixture (`LocalRayCluster`, also used by
+test_metrics.py and test_browser.py): `ray start --block` subprocesses with their own --temp-dir,
+ports and auth token, never touching another Ray session on the machine. Never `ray stop`.
 """
 from __future__ import annotations
 
@@ -16,12 +14,8 @@ import contextlib
 import json
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,190 +28,6 @@ from sportray.config import ConfigError
 from sportray.storage import check_shared_storage, mount_of
 
 ROOT = Path(__file__).resolve().parents[1]
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-# ----------------------------------------------------------------------------- a local cluster
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ClusterStartError(RuntimeError):
-    pass
-
-
-class LocalRayCluster:
-    """Ray nodes as `ray start --block` subprocesses on this machine.
-
-    nodes: how many (1 head + nodes-1 workers), each with `cpus` CPUs. dashboard: run the
-    dashboard head on 127.0.0.1:<free port> (`self.dashboard_url`). auth: "token" (Ray 2.60's
-    default; a fresh token in the work dir, handed to every process via RAY_AUTH_TOKEN_PATH)
-    or "disabled". env: extra environment for the nodes and for `run_python` clients.
-    """
-
-    def __init__(self, workdir: Path, *, nodes: int = 1, cpus: int = 1, dashboard: bool = False,
-                 auth: str = "token", env: dict | None = None, start_timeout_s: float = 180):
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.nodes, self.cpus, self.dashboard, self.auth = nodes, cpus, dashboard, auth
-        self.start_timeout_s = start_timeout_s
-        self.procs: list[subprocess.Popen] = []
-        self.logs: list[Path] = []
-        self.temp_dir = ""
-        self.port = 0
-        self.dashboard_url = ""
-        self.metrics_ports: list[int] = []
-        self.token = ""
-        self.env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
-        self.env.update({"RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
-                         "RAY_AUTH_MODE": auth, "RAY_DEDUP_LOGS": "0",
-                         "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1"})
-        if auth == "token":
-            from ray._private.authentication.authentication_token_generator import (
-                generate_new_authentication_token)
-            self.token = generate_new_authentication_token()
-            token_file = self.workdir / "auth_token"
-            token_file.write_text(self.token)
-            token_file.chmod(0o600)  # the cluster's password: owner only
-            self.env["RAY_AUTH_TOKEN_PATH"] = str(token_file)
-        self.env.update(env or {})
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    # -- start / stop
-    def start(self, attempts: int = 4) -> "LocalRayCluster":
-        """Start the head, then the other nodes. On a loaded machine a node can die while
-        starting (its raylet gives the dashboard agent ~30 s to come up): that node alone is
-        started again, up to `attempts` times."""
-        # A short temp dir: Ray's socket paths must stay under 107 characters.
-        self.temp_dir = tempfile.mkdtemp(prefix="sr-", dir="/tmp")
-        self.metrics_ports = []
-        try:
-            self._start_node("head", self._head_args, attempts)
-            for i in range(1, self.nodes):
-                self._start_node(f"node{i}", lambda: ["--address", self.address], attempts)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _head_args(self) -> list[str]:
-        self.port = free_port()
-        args = ["--head", "--port", str(self.port), "--temp-dir", self.temp_dir,
-                "--ray-client-server-port", str(free_port())]
-        if self.dashboard:
-            dport = free_port()
-            self.dashboard_url = f"http://127.0.0.1:{dport}"
-            return args + ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                           "--dashboard-port", str(dport)]
-        return args + ["--include-dashboard", "false", "--dashboard-port", str(free_port())]
-
-    def _start_node(self, name: str, make_args, attempts: int) -> None:
-        errors = []
-        for _ in range(attempts):
-            mport = free_port()
-            cmd = [RAY, "start", "--block", "--num-cpus", str(self.cpus), "--disable-usage-stats",
-                   "--metrics-export-port", str(mport), "--dashboard-agent-listen-port", str(free_port()),
-                   "--dashboard-agent-grpc-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
-                   *make_args()]
-            log = self.workdir / f"{name}-{len(self.logs)}.log"
-            self.logs.append(log)
-            with log.open("w") as out:
-                proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True, cwd=self.workdir)
-            deadline = time.monotonic() + self.start_timeout_s
-            while time.monotonic() < deadline and proc.poll() is None:
-                text = log.read_text(errors="replace")
-                if "block forever" in text or "Ray runtime started" in text:
-                    self.procs.append(proc)
-                    self.metrics_ports.append(mport)
-                    return
-                time.sleep(0.5)
-            text = log.read_text(errors="replace")
-            errors.append(f"{name}: {'exited ' + str(proc.returncode) if proc.poll() is not None else 'timed out'}; "
-                          f"log {log}: {text.strip().splitlines()[-1] if text.strip() else ''}")
-            self._terminate([proc])
-            if name == "head":  # nothing else runs in this temp dir yet
-                self._kill_leftovers(self.temp_dir)
-        raise ClusterStartError("could not start a local Ray cluster:\n" + "\n".join(errors))
-
-    def stop(self) -> None:
-        self._terminate(list(reversed(self.procs)))  # workers first, the head last
-        self.procs = []
-        if self.temp_dir:
-            self._kill_leftovers(self.temp_dir)
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
-            self.temp_dir = ""
-
-    @staticmethod
-    def _kill_leftovers(temp_dir: str) -> None:
-        """Ray processes of a node whose `ray start` died while starting, found by this
-        cluster's own --temp-dir in their command line (no other process has it)."""
-        import psutil
-
-        left = []
-        for p in psutil.process_iter(["cmdline"]):
-            try:
-                if any(temp_dir in arg for arg in (p.info["cmdline"] or [])):
-                    p.kill()
-                    left.append(p)
-            except psutil.Error:
-                pass
-        psutil.wait_procs(left, timeout=5)
-
-    @staticmethod
-    def _terminate(procs: list[subprocess.Popen]) -> None:
-        """SIGTERM our `ray start --block` processes (each stops the Ray processes it started),
-        then SIGKILL whatever is left of their process trees."""
-        import psutil
-
-        tree: list[psutil.Process] = []
-        for proc in procs:
-            try:
-                tree += psutil.Process(proc.pid).children(recursive=True)
-            except psutil.Error:
-                pass
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        _gone, alive = psutil.wait_procs(tree, timeout=5)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=5)
-
-    def __enter__(self) -> "LocalRayCluster":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    # -- clients
-    def run_python(self, code: str, timeout: float = 180, args: list[str] = ()) -> subprocess.CompletedProcess:
-        """Run `code` in a fresh interpreter with the cluster's environment (a Ray client must
-        not share the test process, which may hold another Ray session)."""
-        return subprocess.run([sys.executable, "-c", code, *args], env=self.env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
-
-    def run(self, cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(cmd, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-    def logs_tail(self, n: int = 2000) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-n:]}" for p in self.logs if p.exists())
 
 
 # ----------------------------------------------------------------------------- cluster.yaml
@@ -413,7 +223,7 @@ class SweepRun:
     mlflow_url: str                      # `mlflow ui` on the store, up until the module's tests end
 
 
-def watch_dashboard(cluster: LocalRayCluster, sweep: subprocess.Popen, workdir: Path, want_workers: int) -> dict:
+def watch_dashboard(cluster, sweep: subprocess.Popen, workdir: Path, want_workers: int) -> dict:
     """While the sweep's trials train: the dashboard's actors and jobs pages in headless
     Chromium (through the token-adding proxy), screenshots in the artifacts dir.
 
@@ -480,7 +290,7 @@ def watch_dashboard(cluster: LocalRayCluster, sweep: subprocess.Popen, workdir: 
 
 
 @pytest.fixture(scope="module")
-def two_node_sweep(tmp_path_factory, tiny_synthetic) -> SweepRun:
+def two_node_sweep(tmp_path_factory, tiny_synthetic, sweep_data_dir, local_ray_cluster, mlflow_db_at) -> SweepRun:
     """Head + a second node (`ray start --address`, token auth), then the README's sweep script
     joins with --address and trains SWEEP_TRIALS trials into MLflow; the nodes' metrics
     endpoints are watched throughout and, with Chromium, the Ray dashboard is looked at while
@@ -488,19 +298,17 @@ def two_node_sweep(tmp_path_factory, tiny_synthetic) -> SweepRun:
     the server's start hides in it) for test_mlflow_compare_view_of_the_trained_sweep."""
     import browser_tools as bt
 
-    from sportray import tracking
-
     tmp = tmp_path_factory.mktemp("two-node")
     t0 = time.monotonic()
     runs, db = tmp / "runs", tmp / "m.db"
     dashboard: dict | Exception | None = None
     mlflow_url = ""
+    mlflow_db_at(db)   # the schema, before the server opens the file
     with contextlib.ExitStack() as stack:
         if bt.HAVE_CHROMIUM:
-            tracking.connect(f"sqlite:///{db}")   # the schema, before the server opens the file
             mlflow_url = stack.enter_context(bt.mlflow_ui(f"sqlite:///{db}", tmp / "mlflow-ui.log", wait=False))
-        with LocalRayCluster(tmp / "cluster", nodes=2, cpus=1, dashboard=bt.HAVE_CHROMIUM,
-                             env={"RAY_metrics_report_interval_ms": "2000"}) as cluster:
+        with local_ray_cluster(tmp / "cluster", nodes=2, cpus=1, dashboard=bt.HAVE_CHROMIUM,
+                               env={"RAY_metrics_report_interval_ms": "2000"}) as cluster:
             t_up = time.monotonic() - t0
             watcher = MetricsWatcher(cluster.metrics_ports)
             out = cluster.run_python(CHECK_NODES, args=[cluster.address, str(runs)])
@@ -510,7 +318,7 @@ def two_node_sweep(tmp_path_factory, tiny_synthetic) -> SweepRun:
             with log_path.open("w") as log:
                 sweep = subprocess.Popen(
                     [sys.executable, "sweeps/scratch_views.py", "--address", cluster.address, *SWEEP_ARGS,
-                     "--data-dir", str(tmp / "data"), "--tracking-uri", f"sqlite:///{db}", "--storage", str(runs),
+                     "--data-dir", str(sweep_data_dir), "--tracking-uri", f"sqlite:///{db}", "--storage", str(runs),
                      "--corpus", str(tiny_synthetic / "soccernet"),
                      "--soccer-labels", str(tiny_synthetic / "soccernet"),
                      "--basketball", str(tiny_synthetic / "deepsportradar")],
@@ -549,6 +357,7 @@ def _trial_runs(db: Path):
     return client, exp, all_runs, trials
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(SWEEP_TIMEOUT_S)
 def test_two_node_cluster_runs_a_tiny_sweep_into_mlflow(two_node_sweep):
     """Every trial and its probe metrics land in MLflow, and the live metrics reach the nodes'
@@ -579,6 +388,7 @@ def test_two_node_cluster_runs_a_tiny_sweep_into_mlflow(two_node_sweep):
           f"total {run.t_total:.0f} s; nodes {run.info}; metrics seen: {sorted(run.seen)}")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(SWEEP_TIMEOUT_S)
 @pytest.mark.skipif(not HAVE_CHROMIUM, reason=NO_CHROMIUM)
 def test_ray_dashboard_shows_the_sweeps_trials_training(two_node_sweep):
@@ -604,6 +414,7 @@ def test_ray_dashboard_shows_the_sweeps_trials_training(two_node_sweep):
           f"{d['t_wait']:.0f} s): " + ", ".join(str(p) for p in d["screenshots"]))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(SWEEP_TIMEOUT_S)
 @pytest.mark.skipif(not HAVE_CHROMIUM, reason=NO_CHROMIUM)
 def test_mlflow_compare_view_of_the_trained_sweep(two_node_sweep, tmp_path):

@@ -173,15 +173,14 @@ print(json.dumps({"published": published, "t_publish": t_publish, "t_scrape": t_
 
 
 @pytest.fixture(scope="module")
-def metrics_node(tmp_path_factory):
-    from test_cluster import LocalRayCluster
-
+def metrics_node(tmp_path_factory, local_ray_cluster):
     # Export every second (the default is 10 s) so the scrape sees the values quickly.
-    with LocalRayCluster(tmp_path_factory.mktemp("metrics-node"), nodes=1, cpus=1,
+    with local_ray_cluster(tmp_path_factory.mktemp("metrics-node"), nodes=1, cpus=1,
                          env={"RAY_metrics_report_interval_ms": "1000"}) as cluster:
         yield cluster
 
 
+@pytest.mark.slow
 def test_every_dashboard_metric_is_exported_by_a_ray_node(metrics_node):
     want = dashboard_metric_names()
     assert len(want) >= 12, want

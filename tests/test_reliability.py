@@ -21,8 +21,9 @@ from sportray.pretrain import (STATE_FILE, BatchDoesNotFitError, CheckpointWrite
 
 # ----------------------------------------------------------------------------- a diverging trial in a sweep
 
+@pytest.mark.slow
 def test_a_diverging_trial_ends_diverged_optuna_is_told_and_the_sweep_goes_on(ray_session, tiny_synthetic, sweep_data_dir,
-                                                                              tmp_path):
+                                                                              tmp_path, mlflow_db_at):
     import optuna
     from mlflow.tracking import MlflowClient
     from ray import tune
@@ -42,7 +43,7 @@ def test_a_diverging_trial_ends_diverged_optuna_is_told_and_the_sweep_goes_on(ra
             data=dict(every_s=1.0), probe=dict(epochs=5, bootstrap=50), num_configs=2, seeds=(0,),
             start_points=[dict(lr=50.0), dict(lr=1e-3)])},
         metric="basketball_iou", references=())
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_db_at(tmp_path / "mlflow.db")
     summary = run_sweep(spec, "t", tracking_uri=uri, storage=str(tmp_path / "runs"), data_overrides=dict(
         corpus=str(tiny_synthetic / "soccernet"), soccer_labels=str(tiny_synthetic / "soccernet"),
         basketball=str(tiny_synthetic / "deepsportradar"), data_dir=str(sweep_data_dir)))
@@ -130,6 +131,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_resume_continues(store, small_disk):
     from sportray.data.frames import read_store
 

@@ -16,17 +16,6 @@ from sportray import tracking as T
 from sportray.config import PretrainConfig, flatten, replace
 
 
-def fresh_store(tmp_path_factory, name: str) -> str:
-    """sqlite URI of a new MLflow store; the schema migration (~8 s) runs once per session
-    into a template file that later stores copy."""
-    import shutil
-    template = tmp_path_factory.getbasetemp() / "mlflow-template.db"
-    if not template.exists():
-        T.connect(f"sqlite:///{template}")
-    d = tmp_path_factory.mktemp(name)
-    shutil.copyfile(template, d / "mlflow.db")
-    return f"sqlite:///{d}/mlflow.db"
-
 A = PretrainConfig(views="2x224", steps=100, clip=0.0)
 C = PretrainConfig(views="2x224", steps=200, clip=0.0)
 B = PretrainConfig(views="2x224+6x96", steps=200, clip=1.0)
@@ -81,8 +70,8 @@ def _items_file(directory: Path, arrays: dict) -> Path:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    uri = fresh_store(tmp_path_factory, "sc")
+def store(fresh_mlflow_store):
+    uri = fresh_mlflow_store("sc")
     d = Path(uri.removeprefix("sqlite:///")).parent
     client = T.connect(uri)
     exp = T.experiment_id(client, EXP, artifact_location=str(d / "art"))

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,11 +33,13 @@ def runs_of(work: Path, kind: str) -> list:
     return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("sportray.kind") == kind]
 
 
-def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(tiny_synthetic, sweep_data_dir, tmp_path):
+@pytest.mark.slow
+def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(tiny_synthetic, sweep_data_dir, tmp_path,
+                                                                     mlflow_db_at):
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
-    # Create the MLflow schema first: the test polls the store while the sweep writes it, and two
+    # The MLflow schema first: the test polls the store while the sweep writes it, and two
     # processes migrating one new sqlite file race ("duplicate column name").
-    MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_experiments()
+    mlflow_db_at(tmp_path / "mlflow.db")
     log = open(tmp_path / "first.log", "w")
     first = subprocess.Popen(sweep_cmd(tiny_synthetic, tmp_path, sweep_data_dir), cwd=tmp_path, stdout=log, stderr=log, env=env,
                              start_new_session=True)
@@ -109,8 +112,9 @@ def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(tiny_synth
         assert abs(again.data.metrics[metric] - original.data.metrics[metric]) <= 1e-6, metric
 
 
+@pytest.mark.slow
 def test_asha_stops_the_worse_loss_early_and_lets_the_better_trial_reach_its_probe(ray_session, tiny_synthetic, sweep_data_dir,
-                                                                                   tmp_path):
+                                                                                   tmp_path, mlflow_db_at):
     # --scheduler asha prunes on the label-free LeJEPA loss. Two recipes run one after the other
     # (cpus_per_worker 0.6 on 2 CPUs: one trial at a time, so the rung comparison is deterministic):
     # lambda_sigreg 0.05 first, then 0.9, whose loss (mostly SIGReg of an untrained net) is several
@@ -130,7 +134,7 @@ def test_asha_stops_the_worse_loss_early_and_lets_the_better_trial_reach_its_pro
             data=dict(every_s=1.0), probe=dict(epochs=5, bootstrap=50), num_configs=2, seeds=(0,),
             start_points=[dict(lambda_sigreg=0.05), dict(lambda_sigreg=0.9)])},
         metric="basketball_iou", references=())
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_db_at(tmp_path / "mlflow.db")
     summary = run_sweep(spec, "t", tracking_uri=uri, storage=str(tmp_path / "runs"), scheduler="asha",
                         data_overrides=dict(corpus=str(tiny_synthetic / "soccernet"),
                                             soccer_labels=str(tiny_synthetic / "soccernet"),
