@@ -125,8 +125,14 @@ def ci_unit_tags(artifacts: list[str]) -> dict[str, str]:
 
 
 def run_probe_task(backbone_source: dict, soccer_npz: str, basketball_npz: str, probe: ProbeConfig,
-                   out_dir: str, gpus: float = 0.0, title: str = "") -> tuple[dict, list[str]]:
-    """probe_backbone as a Ray task, so that a sweep's probe takes a GPU only while it runs."""
+                   out_dir: str, gpus: float = 0.0, title: str = "", here_on_cpu: bool = False
+                   ) -> tuple[dict, list[str]]:
+    """probe_backbone as a Ray task, so that a sweep's probe takes a GPU only while it runs.
+    `here_on_cpu`: without a GPU, run it in this process instead (a trial's process has torch and
+    the probe code loaded already; a fresh Ray worker spends seconds of a 2-core machine importing
+    them). Not for concurrent callers in one process (references): the panels use pyplot."""
+    if gpus == 0 and here_on_cpu:
+        return probe_backbone(backbone_source, soccer_npz, basketball_npz, probe, out_dir, title)
     import ray
 
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -249,7 +255,7 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
             try:
                 metrics, probe_artifacts = run_probe_task({"checkpoint": res.backbone_dir}, str(soccer_npz),
                                                           str(basketball_npz), probe, str(Path(tmp) / "probe"),
-                                                          gpus=gpus, title=key)
+                                                          gpus=gpus, title=key, here_on_cpu=True)
                 final.update(metrics)
                 artifacts += probe_artifacts
             except Exception as exc:

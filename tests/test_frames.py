@@ -116,17 +116,21 @@ def test_direct_decoding_without_a_store(ray_session, corpus):
     assert ds.count() == 6 + 4
 
 
-def test_a_store_read_as_one_stream_repeats_whole_batch_epochs(store):
+def test_a_store_read_as_one_stream_repeats_whole_batch_epochs_and_stops_at_the_last_step(store):
     """run_pretrain's stream of a store: epochs back to back, each cut to whole batches and in the
-    same order as one plain read of the store (so a run's batches do not change)."""
+    same order as one plain read of the store (so a run's batches do not change), ending after
+    exactly `steps` batches: no frame is read that no step uses."""
     one = np.concatenate([b["frame"] for b in fr.read_store(store, seed=3).iter_batches(batch_size=None)])
-    ds, per_epoch = fr.stream_store(fr.read_store(store, seed=3), steps=20, batch=10)
-    assert per_epoch == len(one) // 10
+    steps, batch = 20, 10
+    ds, per_epoch = fr.stream_store(fr.read_store(store, seed=3), steps=steps, batch=batch)
+    assert per_epoch == len(one) // batch
+    assert steps % per_epoch, "the store should make the last epoch a partial one"
     stream = np.concatenate([b["frame"] for b in ds.iter_batches(batch_size=None)])
-    epochs = -(-20 // per_epoch) + 1
-    assert len(stream) == epochs * per_epoch * 10
-    for e in range(epochs):
-        assert np.array_equal(stream[e * per_epoch * 10:(e + 1) * per_epoch * 10], one[:per_epoch * 10])
+    assert len(stream) == steps * batch
+    epoch_frames = per_epoch * batch
+    for start in range(0, len(stream), epoch_frames):
+        part = stream[start:start + epoch_frames]
+        assert np.array_equal(part, one[:len(part)])
     assert fr.stream_store(ray_items_dataset(), steps=2, batch=1) is None
     with pytest.raises(DataError, match="fewer than one step's batch"):
         fr.stream_store(fr.read_store(store), steps=1, batch=len(one) + 1)

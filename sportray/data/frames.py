@@ -303,7 +303,7 @@ def _read_frames(batch: dict):
 
 
 def read_store(path: str | Path, max_frames: int = 0, seed: int | None = None, *, epochs: int = 1,
-               epoch_multiple: int = 1):
+               epoch_multiple: int = 1, total_frames: int = 0):
     """The training-side Ray Dataset over a store: one column, frame (uint8 HxWx3).
 
     The store is shuffled at write time, so its first `max_frames` rows are a uniform random
@@ -318,6 +318,8 @@ def read_store(path: str | Path, max_frames: int = 0, seed: int | None = None, *
     cut to a multiple of `epoch_multiple` frames (the trainer's global batch), so that one
     long-lived iterator crosses epoch boundaries without restarting the reader, and every pass
     yields the same batches as the first. `run_pretrain` asks for this itself (:func:`stream_store`).
+    `total_frames` (> 0) ends the stream after that many frames: the reader never decodes frames
+    that no step will use (on a 2-core machine those reads take the cores the trainer needs).
 
     Why not `ray.data.read_parquet`: in Ray 2.60 its ListFiles step asks for a whole CPU at the
     start of every epoch and cannot be told otherwise; with trainers holding the cores (a
@@ -344,6 +346,14 @@ def read_store(path: str | Path, max_frames: int = 0, seed: int | None = None, *
         one_pass.append({"path": f, "rows": min(n, left)})
         left -= min(n, left)
     items = one_pass * max(1, int(epochs))
+    if total_frames > 0:
+        kept, left = [], int(total_frames)
+        for item in items:
+            if left <= 0:
+                break
+            kept.append({"path": item["path"], "rows": min(item["rows"], left)})
+            left -= kept[-1]["rows"]
+        items = kept
     ds = ray.data.from_items(items or [{"path": files[0], "rows": 0}], override_num_blocks=max(1, len(items)))
     ds.context.execution_options.preserve_order = True
     ds = ds.map_batches(_read_frames, batch_size=1, batch_format="numpy", num_cpus=0.25)
@@ -353,9 +363,10 @@ def read_store(path: str | Path, max_frames: int = 0, seed: int | None = None, *
 
 
 def stream_store(dataset, steps: int, batch: int):
-    """`dataset` made by :func:`read_store`, re-read as one stream of whole-batch epochs long
-    enough for `steps` batches of `batch` frames (plus one epoch: a resumed run re-reads the
-    start of its epoch). Returns (dataset, batches per epoch), or None for any other dataset."""
+    """`dataset` made by :func:`read_store`, re-read as one stream of whole-batch epochs holding
+    exactly `steps` batches of `batch` frames. Every epoch of the stream is the same, so a run
+    resumed in epoch e reads the stream from its start as epoch e and needs fewer batches than a
+    fresh one. Returns (dataset, batches per epoch), or None for any other dataset."""
     spec = getattr(dataset, "_sportray_store", None)
     if spec is None:
         return None
@@ -363,6 +374,6 @@ def stream_store(dataset, steps: int, batch: int):
     if per_epoch == 0:
         raise DataError(spec["path"], f"the store holds {spec['frames']} frames, fewer than one step's "
                                       f"batch of {batch}: use a smaller --batch-size or more frames")
-    epochs = -(-steps // per_epoch) + 1
+    epochs = -(-steps // per_epoch)
     return read_store(spec["path"], spec["max_frames"], spec["seed"], epochs=epochs,
-                      epoch_multiple=batch), per_epoch
+                      epoch_multiple=batch, total_frames=steps * batch), per_epoch
