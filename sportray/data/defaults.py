@@ -41,6 +41,8 @@ def frame_store(data: DataConfig, paths: DataPaths | None = None):
 
     if data.store and (Path(data.store) / "manifest.json").exists():
         m = check_store(data.store)
+        if data.corpus:
+            _check_store_inputs(data, m)
         return StoreInfo(data.store, m["key"], m["frames"], m["videos"], m.get("bad_files", []), True)
     paths = paths or resolve(data)
     return build_store(parse_sources(paths.corpus, data.extra_sources), data.store or None,
@@ -58,3 +60,21 @@ def probe_sets(data: DataConfig, paths: DataPaths | None = None) -> tuple[Path, 
             build_basketball(paths.basketball, out, test_arenas=data.test_arenas,
                              split_seed=data.split_seed, coco_file=data.basketball_coco,
                              images_root=data.basketball_images))
+
+
+def _check_store_inputs(data: DataConfig, manifest: dict) -> None:
+    """An explicit --store given beside --corpus must have been built from that corpus (and the
+    extra sources) at that sampling interval; otherwise the run would train on other frames than
+    its parameters say."""
+    from sportray.data.errors import DataError
+    from sportray.data.frames import parse_sources
+
+    wanted = sorted((str(Path(s.root).resolve()), float(s.weight))
+                    for s in parse_sources(data.corpus, data.extra_sources))
+    built = sorted((str(Path(s["root"]).resolve()), float(s["weight"])) for s in manifest.get("sources", []))
+    if wanted != built or float(manifest.get("every_s", data.every_s)) != float(data.every_s):
+        raise DataError(data.store, f"this frame store was built from {built} at one frame every "
+                                    f"{manifest.get('every_s')} s, not from --corpus {data.corpus} at "
+                                    f"--every-s {data.every_s}: drop --store (sportray finds or builds "
+                                    "the right one) or give the store's own inputs")
+

@@ -19,9 +19,11 @@ disk: 267 KB per frame before compression. BENCHMARKS.md has the measured sizes 
 Why shuffle at write time: Ray Data's `local_shuffle_buffer_size` costs up to 7x read
 throughput; a store shuffled once lets every epoch stream files in a seeded file order.
 
-Content addressing: the store key hashes the inputs (each video's relative path, size and
-mtime, the source weights, the sampling interval, the frame size and STORE_VERSION), so a
-second call with the same inputs finds and reuses the finished store.
+Content addressing: the store key hashes the inputs (each video's relative path, size, mtime
+and a hash of its first MiB and last 64 KiB -- the container's header and index, where an edit
+that keeps size and mtime still shows --, the source weights, the sampling interval, the write
+shuffle's seed, the frame size and STORE_VERSION), so a second call with the same inputs finds and
+reuses the finished store, and any other input builds another.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ from sportray.data.errors import DataError
 from sportray.data.video import decode_at, list_videos, probe_video, sample_times
 
 STORE_VERSION = 1
+OWNER_FILE = ".sportray-build.json"    # in a build's temporary folder: which process builds it
 FRAME_H = 224
 FRAME_W = 398          # 16:9 at 224p, SoccerNet's 224p resolution
 SEGMENT_FRAMES = 32    # sampled frames per decode task: ~8.5 MB raw blocks (DESIGN.md: avoid huge blocks)
@@ -94,16 +98,64 @@ def _game_of(rel: Path) -> tuple[str, int]:
     return "", 0
 
 
-def store_key(sources: list[Source], every_s: float) -> str:
+HEAD_BYTES, TAIL_BYTES = 1 << 20, 64 << 10   # what of each video the store key reads
+
+
+def _content_sample(path: Path, size: int) -> bytes:
+    """sha256 of a video's first MiB and last 64 KiB: its container header and (MP4 with the moov
+    atom at the end, MKV cues) its index. Reading 1.06 MiB per video keeps the key cheap on a
+    300-hour corpus (BENCHMARKS.md) while an edit that keeps size and mtime still changes it."""
     h = hashlib.sha256()
-    h.update(json.dumps({"version": STORE_VERSION, "every_s": every_s,
+    with open(path, "rb") as f:
+        h.update(f.read(HEAD_BYTES))
+        if size > HEAD_BYTES:
+            f.seek(max(HEAD_BYTES, size - TAIL_BYTES))
+            h.update(f.read(TAIL_BYTES))
+    return h.digest()
+
+
+def store_key(sources: list[Source], every_s: float, seed: int = 0) -> str:
+    """The content address of the store these inputs make (module docstring)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"version": STORE_VERSION, "every_s": every_s, "seed": seed,
                          "frame": [FRAME_H, FRAME_W]}).encode())
     for s in sources:
         h.update(f"\0source {s.weight}\0".encode())
         for p in list_videos(s.root):
             st = p.stat()
-            h.update(f"{p.relative_to(s.root) if p != Path(s.root) else p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            name = p.relative_to(s.root) if p != Path(s.root) else p.name
+            h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            h.update(_content_sample(p, st.st_size) + b"\n")
     return h.hexdigest()[:16]
+
+
+def clean_stale_builds(path: Path) -> list[Path]:
+    """Remove the temporary folders of this store's builds that died (a crash, a kill -9): those
+    whose owner file names a process of this host that no longer runs. A build still running,
+    on this host or another, is left alone. Returns what was removed."""
+    removed = []
+    for tmp in path.parent.glob(path.name + ".tmp-*"):
+        try:
+            owner = json.loads((tmp / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue        # no owner file: not ours to judge
+        if owner.get("host") != socket.gethostname() or _alive(int(owner.get("pid", 0))):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def fit_frame(img: np.ndarray) -> np.ndarray:
@@ -231,7 +283,7 @@ def build_store(sources: list[Source], out: str | Path | None, every_s: float = 
     a concurrent builder counts as success.
     """
     t0 = time.time()
-    key = store_key(sources, every_s)
+    key = store_key(sources, every_s, seed)
     path = Path(out) if out else Path(data_dir) / "stores" / key
     m = _manifest(path)
     if m is not None and m.get("key") == key and m.get("version") == STORE_VERSION:
@@ -245,8 +297,11 @@ def build_store(sources: list[Source], out: str | Path | None, every_s: float = 
         # unfinished builds live in .tmp-* siblings, never here).
         raise DataError(path, "a non-empty folder that is not a finished frame store; sportray writes a "
                               "store only into a new or empty folder: choose another --out")
+    clean_stale_builds(path)
     tmp = path.with_name(path.name + f".tmp-{uuid.uuid4().hex[:8]}")
     try:
+        tmp.mkdir(parents=True)
+        (tmp / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
         return _build_into(tmp, path, key, sources, every_s, seed, t0)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only sportray's own temporary folder, always
@@ -274,6 +329,7 @@ def _build_into(tmp: Path, path: Path, key: str, sources: list[Source], every_s:
                 "sources": [vars(s) for s in sources], "bad_files": bad,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    (tmp / OWNER_FILE).unlink(missing_ok=True)      # a finished store has no builder
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(tmp, path)
