@@ -63,7 +63,7 @@ TAG_SWEEP = "sportray.sweep"
 TAG_SWEEP_DIR = "sportray.sweep_dir"
 TAG_TRIAL_ID = "sportray.trial_id"
 TAG_CONFIG_KEY = "sportray.config_key"
-TAG_STATUS = "sportray.status"             # running | finished | diverged | failed
+TAG_STATUS = "sportray.status"             # one of STATUSES (below)
 TAG_REFERENCE = "sportray.reference"       # random | dinov3 | base
 TAG_SEED = "sportray.seed"                 # a reference run's seed, set when the run is created
 TAG_PARENT = "mlflow.parentRunId"
@@ -349,14 +349,16 @@ VIEW_PARAMS = ("views", "steps", "clip", "lr", "seed")
 def probe_view(client: MlflowClient, experiment_id: str, order_by: str = "valid/basketball_iou") -> str:
     """Store the experiment's probe view (trial and reference runs as one flat list, the probe
     metrics and recipe params as columns, ranked on `order_by`) and return the UI's URL path
-    for it: ``#/experiments/<id>?viewStateShareKey=sportray-probes``."""
+    for it: ``#/experiments/<id>?workflowType=machine_learning&viewStateShareKey=sportray-probes``."""
     import json
 
     state = {"selectedColumns": [f"metrics.`{m}`" for m in VIEW_METRICS] + [f"params.`{p}`" for p in VIEW_PARAMS],
              "orderByKey": f"metrics.`{order_by}`", "orderByAsc": False,
              "searchFilter": f"tags.`{TAG_KIND}` != '{KIND_SWEEP}'"}
     client.set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + VIEW_KEY, json.dumps(state))
-    return f"#/experiments/{experiment_id}?viewStateShareKey={VIEW_KEY}"
+    # workflowType: MLflow 3.17's UI picks GenAI or model training per browser (a toggle kept in
+    # localStorage, GenAI first); the URL parameter opens the model-training view directly.
+    return f"#/experiments/{experiment_id}?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
 
 
 def set_status(client: MlflowClient, run_id: str, status: str, note: str | None = None) -> None:
