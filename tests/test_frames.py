@@ -58,6 +58,17 @@ def test_decode_at_returns_the_frame_shown_at_each_time(corpus):
         assert abs(float(img.mean()) - (expected_index * 2) % 250) <= 2, t_s
 
 
+def test_dense_samples_decoded_in_one_forward_pass_are_each_the_frame_shown(corpus):
+    """One frame every 0.12 s (every third frame) over 6 s: the decode generator is continued from
+    sample to sample, never restarted, and still lands on the right frame each time."""
+    video = corpus / "lg" / "2020" / "game-a" / "1_224p.mkv"
+    times = [round(0.12 * k, 2) for k in range(50)]
+    decoded = decode_at(video, times)
+    assert [t for t, _ in decoded] == [round(t * 1000) for t in times]
+    for t_s, (_, img) in zip(times, decoded):
+        assert abs(float(img.mean()) - (round(t_s * FPS) * 2) % 250) <= 2, t_s
+
+
 def test_sample_times_one_every_interval():
     assert sample_times(10.0, 4.0) == [2.0, 6.0]
     assert sample_times(10.0, 1.0)[:3] == [0.5, 1.5, 2.5]

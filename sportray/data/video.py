@@ -122,16 +122,20 @@ def decode_at(path: str | Path, times_s: list[float], short_side: int | None = N
         half_frame = 0.5 / rate
         i = 0
         last_t = -1.0
+        frames = None   # ONE decode generator, continued from sample to sample: a segment's dense
+        #                 samples are decoded in a single forward pass (restarting the generator per
+        #                 sample cost 3-6x at one frame every 0.25 s; BENCHMARKS.md)
         while i < len(times):
             target = times[i]
             found = False
             try:
                 # Seek only when the next sample is far ahead; otherwise decoding forward is cheaper.
                 # (Inside the try: a seek into a damaged file raises too, and must name the file.)
-                if target - last_t > 2.0 or last_t < 0:
+                if frames is None or target - last_t > 2.0:
                     container.seek(int(max(0.0, target - 0.5) / tb), stream=stream, backward=True,
                                    any_frame=False)
-                for frame in container.decode(stream):
+                    frames = container.decode(stream)
+                for frame in frames:
                     if frame.pts is None:
                         continue
                     t = frame.pts * tb
