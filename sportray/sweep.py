@@ -530,6 +530,7 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
     tracking.set_status(client, parent, "finished")
     client.set_tag(parent, tracking.TAG_NOTE, f"**Scorecard** (ranked on validation; test reported)\n\n"
                    + scorecard.to_markdown(card)[:60000])
+    tracking.probe_view(client, exp_id, objective(spec))   # the experiment opens on this (final_lines)
     if best:
         client.set_tag(parent, "sportray.best", best["config"])
         client.set_tag(parent, "sportray.best_runs", ", ".join(names.get(r, r) for r in best["run_ids"]))
@@ -611,9 +612,10 @@ def final_lines(spec: SweepSpec, card, best: dict | None, run_names: dict, summa
                + (", ".join(f"{c} on {m}" for c, m in beats) if beats else "no row"))
     out.append(f"Scorecard: {_rel(summary['scorecard'])}")
     uri = _short_uri(summary["tracking_uri"])
-    out.append("MLflow (runs, charts, compare):")
+    from sportray.tracking import view_path
+    out.append("MLflow (the trials ranked on validation, probe metrics as columns; then Compare):")
     out.append(f"  {_bin('mlflow')} ui --backend-store-uri {uri} --port 5000")
-    out.append(f"  open http://127.0.0.1:5000/#/experiments/{experiment_id}")
+    out.append(f"http://127.0.0.1:5000/{view_path(experiment_id)}")
     out.append(f"Optuna: optuna-dashboard {_short_uri(optuna_uri(sweep_dir))}")
     out.append("Ray dashboard: it lives while a sweep runs; for one to keep, start Ray first:")
     out.append(f"  {_bin('ray')} start --head --dashboard-host 127.0.0.1 && {_bin('python')} sweeps/{spec.name}.py "

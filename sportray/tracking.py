@@ -339,7 +339,7 @@ def reference_run(client: MlflowClient, experiment_id: str, parent_id: str | Non
 # The experiment's opening view: MLflow 3's UI loads a "shared view" (columns, order, filter)
 # from the experiment tag mlflow.sharedViewState.<key> when its URL says ?viewStateShareKey=<key>.
 SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
-VIEW_KEY = "sportray-probes"
+VIEW_KEY = "probes"
 VIEW_METRICS = ("valid/basketball_iou", "test/basketball_iou", "test/basketball_iou_ci_low",
                 "test/basketball_iou_ci_high", "valid/soccer_bal_acc", "test/soccer_bal_acc",
                 "test/soccer_bal_acc_ci_low", "test/soccer_bal_acc_ci_high", "final_loss")
@@ -349,16 +349,24 @@ VIEW_PARAMS = ("views", "steps", "clip", "lr", "seed")
 def probe_view(client: MlflowClient, experiment_id: str, order_by: str = "valid/basketball_iou") -> str:
     """Store the experiment's probe view (trial and reference runs as one flat list, the probe
     metrics and recipe params as columns, ranked on `order_by`) and return the UI's URL path
-    for it: ``#/experiments/<id>?workflowType=machine_learning&viewStateShareKey=sportray-probes``."""
+    for it: ``#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=probes``."""
     import json
 
     state = {"selectedColumns": [f"metrics.`{m}`" for m in VIEW_METRICS] + [f"params.`{p}`" for p in VIEW_PARAMS],
              "orderByKey": f"metrics.`{order_by}`", "orderByAsc": False,
              "searchFilter": f"tags.`{TAG_KIND}` != '{KIND_SWEEP}'"}
-    client.set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + VIEW_KEY, json.dumps(state))
+    now = int(time.time() * 1000)
+    # the UI's saved-view envelope: it is also listed under "Views" as "sportray: probe metrics"
+    client.set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + VIEW_KEY, json.dumps(
+        {"name": "sportray: probe metrics", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}))
     # workflowType: MLflow 3.17's UI picks GenAI or model training per browser (a toggle kept in
     # localStorage, GenAI first); the URL parameter opens the model-training view directly.
-    return f"#/experiments/{experiment_id}?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+    return view_path(experiment_id)
+
+
+def view_path(experiment_id: str) -> str:
+    """The UI path of the experiment's probe view (see probe_view)."""
+    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
 
 
 def set_status(client: MlflowClient, run_id: str, status: str, note: str | None = None) -> None:
@@ -443,7 +451,9 @@ def log_final(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
     shown = {k: v for k, v in metrics.items() if v is not None and is_headline(k)}
     details = {k: v for k, v in metrics.items() if v is not None and not is_headline(k)
                and isinstance(v, (int, float)) and not isinstance(v, bool)}
-    ms = [Metric(k, float(v), ts, int(step)) for k, v in shown.items()]
+    # 6 significant digits: a run page reads 0.35, not 0.35000000000000003 (the probes' own
+    # resolution is far coarser; probe_items.npz keeps every item for the scorecard)
+    ms = [Metric(k, float(f"{float(v):.6g}"), ts, int(step)) for k, v in shown.items()]
     for i in range(0, len(ms), _MAX_BATCH_METRICS):
         client.log_batch(run_id, metrics=ms[i:i + _MAX_BATCH_METRICS])
     if tags:

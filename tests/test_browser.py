@@ -23,6 +23,7 @@ dialog or set the HttpOnly cookie it would leave.
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -74,7 +75,8 @@ def write_finished_sweep(client, art: Path) -> tuple[str, list[tuple[str, str]]]
                 "test/basketball_iou": iou, "test/basketball_iou_ci_low": iou - 0.05, "test/basketball_iou_ci_high": iou + 0.05,
                 "test/basketball_frames": 24, "test/soccer_bal_acc": acc, "test/soccer_bal_acc_ci_low": acc - 0.06,
                 "test/soccer_bal_acc_ci_high": acc + 0.06, "test/soccer_events": 34, "final_loss": 0.025,
-                "diverged": 0.0, "steps_done": 40}, [curves, run_dir / "trial_config.json"], status="finished", step=40)
+                "diverged": 0.0, "steps_done": 40, **{f"test/soccer_recall/class {k}": 0.5 for k in range(17)}},
+                [curves, run_dir / "trial_config.json"], status="finished", step=40)
             runs.append((run_id, tracking.run_name(key, seed)))
     tracking.set_status(client, parent, "finished")
     return exp, runs
@@ -152,3 +154,33 @@ def test_ray_dashboard_jobs_and_actors_pages(tmp_path, artifacts_dir, local_ray_
     print(f"\n[browser] Ray dashboard screenshots in {artifacts_dir}: ray_dashboard_login.png, "
           f"ray_dashboard_jobs.png, ray_dashboard_actors.png ({time.monotonic() - t0:.0f} s)")
 
+
+def test_mlflow_opens_on_the_probe_view_and_a_trial_page_leads_with_its_probe_metrics(mlflow_ui, artifacts_dir,
+                                                                                      tmp_path):
+    """What the sweep's closing URL opens (tracking.probe_view): MLflow's model-training view
+    (not GenAI), the trial and reference runs as one list ranked on valid/basketball_iou with
+    the probe metrics as columns; and a trial page whose metrics are the probe metrics, their
+    intervals and the LeJEPA curves -- no per-class recall rows (those are an artifact)."""
+    from sportray import tracking
+
+    base, exp, runs = mlflow_ui
+    client = tracking.connect(base)   # through the server's REST API
+    view = tracking.probe_view(client, exp)
+    t0 = time.monotonic()
+    dom = chromium(f"{base}/{view}", tmp_path / "p", screenshot=artifacts_dir / "mlflow_runs.png",
+                   budget_ms=30000)
+    (artifacts_dir / "mlflow_runs.html").write_text(dom)
+    text = re.sub(r"<[^>]+>", " ", dom)
+    assert "Detect Issues" not in text and "Traces" in text, "opened in the GenAI view"   # GenAI opens on traces
+    assert "sportray: probe metrics" in text and re.search(r"\b4\s+matching runs", text), text[-3000:]
+    for column in ("test/basketball_", "final_loss"):
+        assert column in dom, column
+    for _run_id, name in runs:
+        assert name[:20] in dom, name
+    run_id = runs[0][0]
+    page = chromium(f"{base}/#/experiments/{exp}/runs/{run_id}?workflowType=machine_learning", tmp_path / "p",
+                    screenshot=artifacts_dir / "mlflow_trial.png", budget_ms=30000, size="1600,1400")
+    assert "valid/basketball_iou" in page or "test/basketball_iou" in page, page[:3000]
+    assert "soccer_recall" not in page
+    print(f"\n[browser] MLflow probe view and trial page: mlflow_runs.png, mlflow_trial.png "
+          f"({time.monotonic() - t0:.0f} s)")

@@ -88,7 +88,7 @@ def test_final_lines_fit_100_columns_and_say_what_to_run_next(tmp_path, monkeypa
     assert "Floor (random init, 2 seeds), test: basketball_iou 0.099 [" in text
     mlflow = Path(sys.executable).parent / "mlflow"
     assert f"{mlflow} ui --backend-store-uri sqlite:///mlflow.db --port 5000" in text   # relative to the cwd
-    assert "open http://127.0.0.1:5000/#/experiments/1" in text
+    assert "\nhttp://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=probes" in text
     assert "optuna-dashboard sqlite:///runs/sv-1/optuna.db" in text
     assert "get-auth-token" in text and "--address auto" in text
 
