@@ -377,6 +377,8 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
         print(json.dumps(resolved, indent=1, sort_keys=True, default=str))
         return resolved
 
+    # Importing Ray/MLflow and starting Ray take a while on a busy machine: never a silent start.
+    print(f"[sportray] {spec.name}: starting Ray and MLflow ...", file=sys.stderr, flush=True)
     from ray import tune
 
     from sportray import scorecard, tracking
