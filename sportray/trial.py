@@ -60,7 +60,7 @@ def say(msg: str) -> None:
 # ----------------------------------------------------------------------------- probes
 
 def probe_backbone(backbone_source: dict, soccer_npz: str, basketball_npz: str, probe: ProbeConfig,
-                   out_dir: str, title: str = "") -> tuple[dict, list[str]]:
+                   out_dir: str) -> tuple[dict, list[str]]:
     """Probe one backbone; returns (metrics, artifact paths). Runs where it is called
     (a Ray task with a GPU in a sweep): features once per probe set, both probes, panels.
 
@@ -125,14 +125,14 @@ def ci_unit_tags(artifacts: list[str]) -> dict[str, str]:
 
 
 def run_probe_task(backbone_source: dict, soccer_npz: str, basketball_npz: str, probe: ProbeConfig,
-                   out_dir: str, gpus: float = 0.0, title: str = "", here_on_cpu: bool = False
+                   out_dir: str, gpus: float = 0.0, here_on_cpu: bool = False
                    ) -> tuple[dict, list[str]]:
     """probe_backbone as a Ray task, so that a sweep's probe takes a GPU only while it runs.
     `here_on_cpu`: without a GPU, run it in this process instead (a trial's process has torch and
     the probe code loaded already; a fresh Ray worker spends seconds of a 2-core machine importing
     them). Not for concurrent callers in one process (references): the panels use pyplot."""
     if gpus == 0 and here_on_cpu:
-        return probe_backbone(backbone_source, soccer_npz, basketball_npz, probe, out_dir, title)
+        return probe_backbone(backbone_source, soccer_npz, basketball_npz, probe, out_dir)
     import ray
 
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -140,7 +140,7 @@ def run_probe_task(backbone_source: dict, soccer_npz: str, basketball_npz: str, 
     # Outside the Tune trial's placement group (it holds 0.01 CPU): the probe asks the cluster.
     task = ray.remote(num_cpus=0.5 if gpus == 0 else 1, num_gpus=gpus)(probe_backbone).options(
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
-    return ray.get(task.remote(backbone_source, soccer_npz, basketball_npz, probe, out_dir, title))
+    return ray.get(task.remote(backbone_source, soccer_npz, basketball_npz, probe, out_dir))
 
 
 # ----------------------------------------------------------------------------- demo LoRA base
@@ -255,7 +255,7 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
             try:
                 metrics, probe_artifacts = run_probe_task({"checkpoint": res.backbone_dir}, str(soccer_npz),
                                                           str(basketball_npz), probe, str(Path(tmp) / "probe"),
-                                                          gpus=gpus, title=key, here_on_cpu=True)
+                                                          gpus=gpus, here_on_cpu=True)
                 final.update(metrics)
                 artifacts += probe_artifacts
             except Exception as exc:
@@ -333,7 +333,7 @@ def run_reference(reference: str, *, data: DataConfig, probe: ProbeConfig, track
         source["checkpoint"] = weights       # the frozen base itself, probed like any backbone
     with tempfile.TemporaryDirectory() as tmp:
         metrics, artifacts = run_probe_task(source, str(soccer_npz), str(basketball_npz), probe,
-                                            str(Path(tmp) / "probe"), gpus=gpus, title=f"reference {reference}")
+                                            str(Path(tmp) / "probe"), gpus=gpus)
         tracking.log_final(client, run_id, metrics, artifacts, status="finished", tags=ci_unit_tags(artifacts))
     metrics.update({"status": "finished", "mlflow_run_id": run_id})
     return metrics
