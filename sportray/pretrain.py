@@ -191,6 +191,25 @@ class BatchDoesNotFitError(RuntimeError):
     """The batch (frames x views) does not fit the device's memory; the message says what to change."""
 
 
+def report_checkpoint(report: dict, directory, storage: str, step: int) -> None:
+    """ray.train.report with a checkpoint, which Ray Train copies into the run's storage (pyarrow).
+    A full disk there raised a bare pyarrow OSError naming neither the storage nor the remedy;
+    here it becomes a CheckpointWriteError that does. Ray registers a checkpoint only once its copy
+    has finished, so the last good one is what a re-run resumes from."""
+    import ray.train
+
+    try:
+        ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory)
+                         if directory is not None else None)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) and "No space left" not in str(exc):
+            raise
+        raise CheckpointWriteError(
+            errno.ENOSPC, f"cannot save the step-{step} checkpoint into {storage}: the disk is full "
+            f"({exc}); the previous checkpoint is kept. Free space there and re-run the same "
+            f"command: training resumes from the last checkpoint") from None
+
+
 def write_state(state: dict, directory) -> Path:
     """Write `state` as directory/train_state.pt: a .tmp, fsync, then os.replace, so a failed
     write (a full disk) leaves the previous checkpoint whole and no partial file behind.
@@ -414,8 +433,7 @@ def _train_loop(config: dict) -> None:
                         if status != "running":
                             save_final_backbone(inner.backbone, cfg, step, status,
                                                 Path(d) / BACKBONE_DIR, config)
-                    ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(d)
-                                     if rank == 0 else None)
+                    report_checkpoint(report, d if rank == 0 else None, config.get("storage", ""), step)
             else:
                 ray.train.report(report)
             t_window, frames_window, wait_window = now, 0, 0.0
@@ -524,7 +542,8 @@ def run_pretrain(cfg: PretrainConfig, dataset, *, storage_path: str, run_name: s
         train_loop_config={"pretrain": asdict(cfg), "base_path": base_path,
                            "base_label": base_label or cfg.base, "tracking_uri": tracking_uri,
                            "mlflow_run_id": mlflow_run_id, "trial": trial,
-                           "batches_per_epoch": batches_per_epoch},
+                           "batches_per_epoch": batches_per_epoch,
+                           "storage": str(Path(storage_path) / run_name)},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

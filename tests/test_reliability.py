@@ -167,6 +167,35 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_resum
     assert resumed.metrics["resumed_from"] == 4 and resumed.steps == 6
 
 
+@pytest.mark.slow
+def test_a_run_whose_disk_fills_fails_naming_it_keeps_its_checkpoint_and_resumes_when_space_is_back(
+        store, small_disk):
+    """The production path: run_pretrain's own checkpoint, reported to Ray Train and persisted by it
+    into storage on a filesystem that fills up mid-run."""
+    from sportray.data.frames import read_store
+
+    cfg = PretrainConfig(steps=4, views="2x32", batch_size=8, warmup_steps=1, log_every=2, checkpoint_every=2,
+                         cpus_per_worker=0.8, proj_dim=16, sigreg_directions=16, max_failures=0)
+    first = run_pretrain(cfg, read_store(store), storage_path=str(small_disk), run_name="fills")
+    assert first.status == "finished" and first.steps == 4, first.reason
+    kept = Path(first.backbone_dir).parent / STATE_FILE
+    size = kept.stat().st_size
+
+    # Asked for 2 more steps while the disk has room for half a checkpoint: the step-6 checkpoint
+    # cannot be written.
+    longer = dataclasses.replace(cfg, steps=6)
+    with full_disk(small_disk, keep_free=size // 2):
+        full = run_pretrain(longer, read_store(store), storage_path=str(small_disk), run_name="fills")
+        assert full.status == "failed", full
+        assert "disk is full" in full.reason or "No space left" in full.reason, full.reason
+        assert str(small_disk) in full.reason, full.reason
+        assert torch.load(kept, weights_only=True)["step"] == 4   # the last good checkpoint is intact
+
+    resumed = run_pretrain(longer, read_store(store), storage_path=str(small_disk), run_name="fills")
+    assert resumed.status == "finished", resumed.reason
+    assert resumed.metrics["resumed_from"] == 4 and resumed.steps == 6
+
+
 def test_a_write_error_other_than_a_full_disk_names_the_path(tmp_path):
     missing = tmp_path / "gone"
     with pytest.raises(CheckpointWriteError) as caught:
