@@ -377,6 +377,8 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
         print(json.dumps(resolved, indent=1, sort_keys=True, default=str))
         return resolved
 
+    from sportray.validate import check_address
+    check_address(address)  # nothing at --address: said in seconds, as the only line, before anything starts
     # Importing Ray/MLflow and starting Ray take a while on a busy machine: never a silent start.
     print(f"[sportray] {spec.name}: starting Ray and MLflow ...", file=sys.stderr, flush=True)
     from ray import tune
@@ -385,8 +387,6 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
     from sportray.data.defaults import frame_store, probe_sets, resolve
     from sportray.runtime import init_ray
     from sportray.trial import run_references, say
-    from sportray.validate import check_address
-    check_address(address)  # nothing at --address: said in seconds, before the tracking db is touched
     if not os.environ.get("SPORTRAY_VERBOSE"):
         from sportray.console import quiet_process
         quiet_process()   # MLflow's schema lines, Ray Data's and Tune's console output (console.py)
