@@ -100,3 +100,17 @@ def check_shared_storage(storage_path: str, *, nodes: Iterable[Mapping] | None =
         "them. Pass a path on a network filesystem mounted at the same place on every node (NFS/EFS, "
         "Lustre, a FUSE mount of a bucket such as s3fs or mountpoint-s3), e.g. --storage "
         "/mnt/shared/sportray-runs (s3:// URIs themselves are not supported by sportray yet).")
+
+
+def pid_alive(pid: int) -> bool:
+    """Is process `pid` of this host running? (Whether a temporary folder's builder died.)"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+

@@ -41,6 +41,7 @@ import numpy as np
 
 from sportray.data.errors import DataError
 from sportray.data.video import decode_at, list_videos, probe_video, sample_times
+from sportray.storage import pid_alive
 
 STORE_VERSION = 1
 OWNER_FILE = ".sportray-build.json"    # in a build's temporary folder: which process builds it
@@ -139,23 +140,11 @@ def clean_stale_builds(path: Path) -> list[Path]:
             owner = json.loads((tmp / OWNER_FILE).read_text())
         except (OSError, ValueError):
             continue        # no owner file: not ours to judge
-        if owner.get("host") != socket.gethostname() or _alive(int(owner.get("pid", 0))):
+        if owner.get("host") != socket.gethostname() or pid_alive(int(owner.get("pid", 0))):
             continue
         shutil.rmtree(tmp, ignore_errors=True)
         removed.append(tmp)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def fit_frame(img: np.ndarray) -> np.ndarray:
@@ -358,7 +347,7 @@ def _read_frames(batch: dict):
             yield {"frame": rb.column(0).to_numpy()}
 
 
-def read_store(path: str | Path, max_frames: int = 0, seed: int | None = None, *, epochs: int = 1,
+def read_store(path: str | Path, max_frames: int = 0, seed: int | None = None, *,
                epoch_multiple: int = 1, total_frames: int = 0):
     """The training-side Ray Dataset over a store: one column, frame (uint8 HxWx3).
 
@@ -370,12 +359,12 @@ def read_store(path: str | Path, max_frames: int = 0, seed: int | None = None, *
     yielding blocks as their reads finish. The same store and seed give the same batches in every
     epoch and every run, whatever else the machine is doing.
 
-    `epochs`, `epoch_multiple`: the dataset is `epochs` passes over the store back to back, each
-    cut to a multiple of `epoch_multiple` frames (the trainer's global batch), so that one
-    long-lived iterator crosses epoch boundaries without restarting the reader, and every pass
-    yields the same batches as the first. `run_pretrain` asks for this itself (:func:`stream_store`).
-    `total_frames` (> 0) ends the stream after that many frames: the reader never decodes frames
-    that no step will use (on a 2-core machine those reads take the cores the trainer needs).
+    `epoch_multiple`, `total_frames` (> 0): passes over the store back to back, each cut to a
+    multiple of `epoch_multiple` frames (the trainer's global batch), ending after `total_frames`
+    frames: one long-lived iterator crosses epoch boundaries without restarting the reader, every
+    pass yields the same batches as the first, and no frame is decoded that no step uses (on a
+    2-core machine those reads take the trainer's cores). `run_pretrain` asks for this itself
+    (:func:`stream_store`).
 
     Why not `ray.data.read_parquet`: in Ray 2.60 its ListFiles step asks for a whole CPU at the
     start of every epoch and cannot be told otherwise; with trainers holding the cores (a
@@ -401,15 +390,15 @@ def read_store(path: str | Path, max_frames: int = 0, seed: int | None = None, *
             break
         one_pass.append({"path": f, "rows": min(n, left)})
         left -= min(n, left)
-    items = one_pass * max(1, int(epochs))
-    if total_frames > 0:
-        kept, left = [], int(total_frames)
-        for item in items:
-            if left <= 0:
-                break
-            kept.append({"path": item["path"], "rows": min(item["rows"], left)})
-            left -= kept[-1]["rows"]
-        items = kept
+    items = one_pass
+    if total_frames > 0 and frames > 0:
+        items, left = [], int(total_frames)
+        while left > 0:
+            for item in one_pass:
+                if left <= 0:
+                    break
+                items.append({"path": item["path"], "rows": min(item["rows"], left)})
+                left -= item["rows"]
     ds = ray.data.from_items(items or [{"path": files[0], "rows": 0}], override_num_blocks=max(1, len(items)))
     ds.context.execution_options.preserve_order = True
     ds = ds.map_batches(_read_frames, batch_size=1, batch_format="numpy", num_cpus=0.25)
@@ -430,6 +419,5 @@ def stream_store(dataset, steps: int, batch: int):
     if per_epoch == 0:
         raise DataError(spec["path"], f"the store holds {spec['frames']} frames, fewer than one step's "
                                       f"batch of {batch}: use a smaller --batch-size or more frames")
-    epochs = -(-steps // per_epoch)
-    return read_store(spec["path"], spec["max_frames"], spec["seed"], epochs=epochs,
-                      epoch_multiple=batch, total_frames=steps * batch), per_epoch
+    return read_store(spec["path"], spec["max_frames"], spec["seed"], epoch_multiple=batch,
+                      total_frames=steps * batch), per_epoch

@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from sportray.config import SOCCER_CLASSES
+from sportray.storage import pid_alive
 
 VERSION = "synthetic-v2"
 DEFAULTS = dict(n_games=64, half_s=32.0, n_arenas=13, images_per_arena=34, image_size=(640, 480))
@@ -1780,16 +1781,6 @@ def _cache_name(seed: int, sizes: dict) -> str:
     return name
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def ensure_synthetic(data_dir: str | Path, seed: int = 0, **sizes) -> Path:
     """DATA_DIR/synthetic-v2-seed{seed}: reused when its DONE marker exists, else generated.
 
@@ -1809,7 +1800,7 @@ def ensure_synthetic(data_dir: str | Path, seed: int = 0, **sizes) -> Path:
             pid = int(stale.name.rsplit("-", 2)[-2])
         except (ValueError, IndexError):
             continue
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             shutil.rmtree(stale, ignore_errors=True)
     tmp = data_dir / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
