@@ -3,7 +3,7 @@
 The demo (`python sweeps/scratch_views.py`) has a few CPU minutes per trial. This script trains
 the same model with the same loop pieces sportray uses (pretrain.build_model, views.make_views,
 the LeJEPA head, lr_at, clipping) on frames of a frame store, single process, then probes the
-backbone exactly as a trial does (probes.evaluate) and prints validation and test metrics next to
+backbone exactly as a trial does (tasks.evaluate) and prints validation and test metrics next to
 the random-init floor of the same seed. It reports seconds per step, so a recipe can be priced
 against the demo's budget.
 
@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from sportray import backbones, probes
+from sportray import backbones, probes, tasks
 from sportray.config import PretrainConfig, ProbeConfig, parse_views
 from sportray.data.probesets import load
 from sportray.pretrain import build_model, clip_gradients, lr_at
@@ -157,8 +157,8 @@ def main() -> None:
                 cfg = PretrainConfig(**{**dict(model="vit_tiny_demo", warmup_steps=10, sigreg_directions=128,
                                               proj_dim=64), **parsed[0], "seed": seed})
                 backbone, info = train(cfg, frames, parsed[1], args.device)
-            res = probes.evaluate(backbone, bb, sc, ProbeConfig(seed=seed), device=args.device)
-            b, s = res["basketball"], res["soccer"]
+            res = tasks.evaluate(backbone, {"basketball": bb, "soccer": sc}, ProbeConfig(seed=seed), device=args.device)
+            b, s = res["basketball"].detail, res["soccer"].detail
             row = {"recipe": name, "seed": seed, **info, "wall_s": time.perf_counter() - t0,
                    "bb_valid": b.val_scores[b.lr], "bb_test": b.iou, "sc_valid": s.val_scores[s.lr],
                    "sc_test": s.bal_acc, "features_pr": participation_ratio(backbone, sc["images"][:256]),

@@ -24,7 +24,9 @@ def main():
     args = ap.parse_args()
     from sportray.backbones import build_backbone
     from sportray.config import ProbeConfig
-    from sportray.probes import extract_features, probe_basketball, probe_soccer
+    from sportray.probes import extract_features
+    from sportray.tasks.basketball import probe_basketball
+    from sportray.tasks.soccer import probe_soccer
 
     cuda = torch.cuda.is_available() and not args.tiny
     dev = torch.device("cuda" if cuda else "cpu")

@@ -32,7 +32,7 @@ import torch.nn as nn
 
 __all__ = [
     "Backbone", "ARCHS", "LORA_TARGET_MODULES", "WeightsError", "MissingWeightsError", "CheckpointError",
-    "build_backbone", "load_dinov3", "add_lora", "count_trainable",
+    "build_backbone", "load_dinov3", "load_timm", "add_lora", "count_trainable",
     "save_checkpoint", "load_checkpoint", "merged_state_dict",
 ]
 
@@ -55,6 +55,7 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
 LORA_TARGET_MODULES = r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))"
 LORA_ADAPTER = "default"
 
+PATCH_SIZE = 16                  # every probe reads a 14x14 grid of 16-pixel patch tokens at 224
 _BACKBONE_FILE = "backbone.pt"
 _ADAPTER_FILE = "adapter.pt"
 _META_FILE = "meta.json"
@@ -101,7 +102,7 @@ class Backbone(nn.Module):
 
     @property
     def timm_name(self) -> str:
-        return ARCHS[self.model_name][0]
+        return ARCHS[self.model_name][0] if self.model_name in ARCHS else self.model_name
 
     def patch_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, D) patch tokens after the final norm (prefix tokens dropped); N = 196 at 224."""
@@ -242,6 +243,36 @@ def load_dinov3(weights_path: str | os.PathLike | None, img_size: int = 224) -> 
         raise WeightsError(f"{path}: does not load into vit_small_patch16_dinov3: {e}") from e
     model.requires_grad_(False)
     bb = Backbone(model, "dinov3_vits16", arm="reference", base=str(path))
+    bb.eval()
+    return bb
+
+
+def load_timm(timm_name: str, weights_path: str | os.PathLike) -> Backbone:
+    """Any timm ViT with 16-pixel patches, frozen, from a local weights file (a reference of
+    your own: `--reference timm --model NAME --weights PATH`). The file goes through timm's own
+    checkpoint filter for that architecture; no weights are downloaded.
+
+    Raises MissingWeightsError when the file does not exist and WeightsError when it is not a
+    checkpoint of that architecture or the architecture has no 16-pixel patch tokens."""
+    import timm
+
+    path = Path(weights_path).expanduser()
+    if not str(weights_path).strip() or not path.is_file():
+        raise MissingWeightsError(f"--weights {weights_path}: no such file (the timm reference "
+                                  f"{timm_name} needs a local weights file; sportray never downloads weights)")
+    if not timm.is_model(timm_name):
+        raise WeightsError(f"--model {timm_name}: not a timm architecture (timm.list_models() lists them)")
+    try:
+        model = timm.create_model(timm_name, pretrained=True, num_classes=0,
+                                  pretrained_cfg_overlay=dict(file=str(path)))
+    except Exception as e:  # unreadable file, missing/unexpected keys, shape mismatch
+        raise WeightsError(f"{path}: does not load into timm {timm_name}: {e}") from e
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    if tuple(patch or ()) != (PATCH_SIZE, PATCH_SIZE) or not hasattr(model, "num_prefix_tokens"):
+        raise WeightsError(f"--model {timm_name}: sportray's probes read 16x16-pixel patch tokens of a "
+                           f"ViT; this architecture has patch size {patch}")
+    model.requires_grad_(False)
+    bb = Backbone(model, timm_name, arm="reference", base=str(path))
     bb.eval()
     return bb
 

@@ -156,8 +156,8 @@ def cmd_pretrain(args) -> int:
     if original is not None:
         print(f"re-run of {args.rerun} (code {original.get('code_version', '?')} then, "
               f"{trial.code_version()} now):", file=sys.stderr)
-        for name in ("final_loss", "valid/basketball_iou", "test/basketball_iou", "valid/soccer_bal_acc",
-                     "test/soccer_bal_acc"):
+        from sportray import tasks
+        for name in ("final_loss", *(f"{split}/{t.metric}" for t in tasks.resolve(probe) for split in ("valid", "test"))):
             was, now = original["metrics"].get(name), metrics.get(name)
             if was is not None and now is not None:
                 print(f"  {name:24s} original {was:.6f}  re-run {now:.6f}  diff {now - was:+.2e}",
@@ -166,18 +166,21 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_probe(args) -> int:
-    from sportray import trial
+    from sportray import references, trial
     from sportray.runtime import init_ray
-
     from sportray.validate import check_address, check_tracking_uri
 
     data = config_from_args(DataConfig, args).validate()
     probe_cfg = config_from_args(ProbeConfig, args).validate()
-    if args.reference == "dinov3" and not args.weights:
-        raise ConfigError("--reference dinov3: the frozen-DINOv3 bar is unavailable without --weights PATH "
-                          "(a local DINOv3 ViT-S/16 file; sportray never downloads weights)")
-    if args.weights and not Path(args.weights).is_file():
+    if args.reference:
+        try:
+            references.check(args.reference, args.weights, args.model)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"--reference {args.reference}: {exc}") from None
+    elif args.weights and not Path(args.weights).is_file():
         raise ConfigError(f"--weights {args.weights}: no such file")
+    from sportray import tasks
+    chosen = tasks.resolve(probe_cfg)     # an unknown or unimportable task fails here, named
     if args.checkpoint and not (Path(args.checkpoint) / "meta.json").is_file():
         raise ConfigError(f"--checkpoint {args.checkpoint}: not a sportray backbone folder (no meta.json)")
     if args.reference:
@@ -200,18 +203,17 @@ def cmd_probe(args) -> int:
     else:
         import tempfile
 
-        from sportray.data.defaults import probe_sets
-        soccer, basketball = probe_sets(data)
+        sets = tasks.build_sets(data, chosen)
         with tempfile.TemporaryDirectory() as tmp:
-            metrics, artifacts = trial.run_probe_task({"checkpoint": args.checkpoint}, str(soccer),
-                                                      str(basketball), probe_cfg, tmp)
+            metrics, artifacts = trial.run_probe_task({"checkpoint": args.checkpoint}, sets, probe_cfg, tmp)
             from sportray import tracking
             client = tracking.connect(args.tracking_uri)
             exp = tracking.experiment_id(client, args.experiment)
             run_id = tracking.trial_run(client, exp, None, "probe-" + str(Path(args.checkpoint).resolve()),
                                         f"probe {Path(args.checkpoint).resolve()}",
                                         {"checkpoint": args.checkpoint}, args.seed)
-            tracking.log_final(client, run_id, metrics, artifacts, status="finished")
+            tracking.log_final(client, run_id, metrics, artifacts, status="finished",
+                               probe=trial.probe_record(artifacts))
             metrics["mlflow_run_id"] = run_id
     _summary("probe done", metrics, args.tracking_uri, ray_info["dashboard_url"])
     return 0
@@ -276,9 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("probe", help="probe evaluation of a checkpoint or a reference, logged to MLflow")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoint", help="a sportray backbone directory (…/backbone)")
-    which.add_argument("--reference", choices=("random", "dinov3"))
-    p.add_argument("--weights", default="", help="DINOv3 ViT-S/16 weights file for --reference dinov3")
-    p.add_argument("--model", default="vit_small", help="architecture of --reference random")
+    which.add_argument("--reference", choices=("random", "dinov3", "timm"),
+                       help="random: the floor; dinov3: the bar (--weights FILE); timm: any timm ViT/16 "
+                            "(--model NAME --weights FILE)")
+    p.add_argument("--weights", default="", help="weights file of --reference dinov3 or timm")
+    p.add_argument("--model", default="vit_small",
+                   help="architecture of --reference random (a sportray model) or timm (a timm name)")
     p.add_argument("--experiment", default="references")
     p.add_argument("--seed", type=int, default=0, help="probe seed of --checkpoint")
     p.add_argument("--seeds", default="0,1",

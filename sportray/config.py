@@ -284,15 +284,23 @@ class ProbeConfig:
     seed: int = 0
     bootstrap: int = 1000
     feature_batch: int = 64
+    min_steps: int = 1000            # each probe's optimizer steps: cfg.epochs epochs clamped to
+    max_steps: int = 2000            # [min_steps, max_steps] (sportray/probes.py, "Decisions")
+    tasks: str = "basketball,soccer"  # probe tasks: registered names or "package.module:ATTRIBUTE"
+                                      # (sportray/tasks/__init__.py)
 
     def validate(self) -> "ProbeConfig":
         _check_types(self)
         if not self.lrs or not all(isinstance(x, (int, float)) and 0 < x < float("inf") for x in self.lrs):
             raise ConfigError(f"--lrs {' '.join(map(str, self.lrs))}: expected positive learning rates")
         _finite(self, "weight_decay")
-        for name in ("epochs", "batch_size", "bootstrap", "feature_batch"):
+        for name in ("epochs", "batch_size", "bootstrap", "feature_batch", "min_steps", "max_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be positive")
+        if self.min_steps > self.max_steps:
+            raise ConfigError(f"--min-steps {self.min_steps} is above --max-steps {self.max_steps}")
+        if not [t for t in self.tasks.split(",") if t.strip()]:
+            raise ConfigError(f"--tasks {self.tasks!r}: name at least one probe task, e.g. basketball,soccer")
         if self.weight_decay < 0 or self.seed < 0:
             raise ConfigError(f"--weight-decay {self.weight_decay} / --seed {self.seed}: must be >= 0")
         return self

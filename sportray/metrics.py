@@ -56,12 +56,9 @@ TRAIN_GAUGES: dict[str, tuple[str, str]] = {
     "sportray_data_wait_s": ("train/data_wait_s", "Seconds per step rank 0 waited for its next batch (input-bound if high)."),
 }
 
-# probe metric (key of trial.run_trial's `final`) -> gauge name
-PROBE_GAUGES: dict[str, tuple[str, str]] = {
-    "test/basketball_iou": ("sportray_basketball_iou", "Basketball per-tile IoU of the trial's final backbone (test: held-out arenas)."),
-    "test/soccer_bal_acc": ("sportray_soccer_bal_acc", "Soccer 17-class balanced accuracy of the trial's final backbone (test: held-out games)."),
-    "valid/basketball_iou": ("sportray_basketball_iou_valid", "Basketball per-tile IoU on the validation arenas (what sweeps choose on)."),
-    "valid/soccer_bal_acc": ("sportray_soccer_bal_acc_valid", "Soccer balanced accuracy on the validation games (what sweeps choose on)."),
+# key of trial.run_trial's `final` -> (gauge name, description); each probe task adds its own two
+# (probe_gauges: sportray_<metric> on test, sportray_<metric>_valid on validation)
+RUN_GAUGES: dict[str, tuple[str, str]] = {
     "final_loss": ("sportray_final_loss", "LeJEPA loss at the trial's last step."),
     "diverged": ("sportray_diverged", "1 if the trial ended diverged (loss spike / NaN), else 0."),
 }
@@ -192,35 +189,42 @@ class TrainMetrics:
         _keeper.forget(self.tags)
 
 
+def probe_gauges(tasks) -> dict[str, tuple[str, str]]:
+    """The gauges of a trial's end: each probe task's metric on test and on validation, then
+    RUN_GAUGES. `tasks`: sportray.tasks.ProbeTask objects."""
+    out = {}
+    for t in tasks:
+        out[f"test/{t.metric}"] = (f"sportray_{t.metric}", f"{t.gauge} (test: held-out {t.units[0]}s).")
+        out[f"valid/{t.metric}"] = (f"sportray_{t.metric}_valid",
+                                    f"{t.gauge} on the validation {t.units[0]}s (what sweeps choose on).")
+    return {**out, **RUN_GAUGES}
+
+
 class ProbeMetrics:
-    """Probe gauges (basketball IoU, soccer balanced accuracy, final loss, diverged) and the
-    trials-finished counter, set in the process that holds this object. ``report_probe``
-    runs one of these inside the long-lived ``sportray-metrics`` actor (``SportrayMetrics``)."""
+    """Probe gauges (each task's metric, final loss, diverged) and the trials-finished counter,
+    set in the process that holds this object. ``report_probe`` runs one of these inside the
+    long-lived ``sportray-metrics`` actor (``SportrayMetrics``). Gauges are made as their names
+    first arrive, so a probe task of a user's own gets its gauge without a change here."""
 
     def __init__(self):
         self.enabled = ray_ready()
-        self._gauges = {}
         self._counter = None
         if not self.enabled:
             return
         from ray.util.metrics import Counter
-        self._gauges = {key: _gauge(name, desc) for key, (name, desc) in PROBE_GAUGES.items()}
         self._counter = Counter(TRIALS_FINISHED, description="Trials that ended, by arm and status.",
                                 tag_keys=TRIALS_FINISHED_TAGS)
 
-    def set(self, trial: str, arm: str, metrics: Mapping[str, object]) -> int:
-        """Set the probe gauges present in ``metrics``; count the trial once. Returns how many
-        gauges were set."""
+    def set(self, trial: str, arm: str, values: Mapping[str, tuple[float, str]], status: str) -> int:
+        """Set the gauges in ``values`` ({gauge name: (value, description)}); count the trial
+        once under ``status``. Returns how many gauges were set."""
         if not self.enabled:
             return 0
         tags = {"trial": str(trial or "unnamed"), "arm": str(arm or "")}
         n = 0
-        for key, gauge in self._gauges.items():
-            v = _value(metrics.get(key))
-            if v is not None:
-                _keeper.set(gauge, v, tags)
-                n += 1
-        status = str(metrics.get("status") or ("diverged" if _value(metrics.get("diverged")) == 1.0 else "finished"))
+        for name, (value, description) in values.items():
+            _keeper.set(_gauge(name, description), value, tags)
+            n += 1
         self._counter.inc(1.0, tags={"arm": tags["arm"], "status": status})
         return n
 
@@ -232,16 +236,18 @@ class SportrayMetrics:
     def __init__(self):
         self.metrics = ProbeMetrics()
 
-    def set(self, trial: str, arm: str, metrics: dict) -> int:
-        return self.metrics.set(trial, arm, metrics)
+    def set(self, trial: str, arm: str, values: dict, status: str) -> int:
+        return self.metrics.set(trial, arm, values, status)
 
 
 _remote_class = None
 
 
-def report_probe(trial: str, arm: str, metrics: Mapping[str, object], *, timeout_s: float = 60.0) -> bool:
-    """Publish one finished trial's probe metrics (test/ and valid/ basketball_iou, soccer_bal_acc, final_loss,
-    diverged) as gauges labelled (trial, arm), plus ``ray_sportray_trials_finished_total``.
+def report_probe(trial: str, arm: str, metrics: Mapping[str, object], tasks=None, *,
+                 timeout_s: float = 60.0) -> bool:
+    """Publish one finished trial's end metrics (each probe task's metric on test and valid,
+    final_loss, diverged; `tasks` default: the built-in tasks) as gauges labelled (trial, arm),
+    plus ``ray_sportray_trials_finished_total``.
 
     Call it once per trial after probing, from any process connected to Ray. Returns True if
     the values reached the ``sportray-metrics`` actor; False (with a warning) otherwise --
@@ -252,8 +258,12 @@ def report_probe(trial: str, arm: str, metrics: Mapping[str, object], *, timeout
     try:
         import ray
 
-        values = {k: metrics.get(k) for k in (*PROBE_GAUGES, "status") if k in metrics}
-        values = {k: (str(v) if k == "status" else _value(v)) for k, v in values.items()}
+        from sportray import tasks as probe_tasks
+
+        gauges = probe_gauges(probe_tasks.resolve() if tasks is None else tasks)
+        values = {name: (_value(metrics.get(key)), desc) for key, (name, desc) in gauges.items()}
+        values = {name: v for name, v in values.items() if v[0] is not None}
+        status = str(metrics.get("status") or ("diverged" if _value(metrics.get("diverged")) == 1.0 else "finished"))
         global _remote_class
         if _remote_class is None:
             _remote_class = ray.remote(SportrayMetrics)
@@ -266,7 +276,7 @@ def report_probe(trial: str, arm: str, metrics: Mapping[str, object], *, timeout
             name=ACTOR_NAME, namespace=ACTOR_NAMESPACE, lifetime="detached", get_if_exists=True,
             num_cpus=0, max_restarts=-1, max_task_retries=-1,
             scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None)).remote()
-        ray.get(holder.set.remote(str(trial), str(arm), values), timeout=timeout_s)
+        ray.get(holder.set.remote(str(trial), str(arm), values, status), timeout=timeout_s)
         return True
     except Exception as exc:
         log.warning("sportray metrics: probe metrics of trial %r not published (%s)", trial, exc)
@@ -275,5 +285,7 @@ def report_probe(trial: str, arm: str, metrics: Mapping[str, object], *, timeout
 
 def metric_names(prefixed: bool = True) -> list[str]:
     """Every metric name sportray exports, as they appear on the endpoint (``ray_...``)."""
-    names = [*TRAIN_GAUGES, *(n for n, _d in PROBE_GAUGES.values()), TRIALS_FINISHED + "_total"]
+    from sportray import tasks
+
+    names = [*TRAIN_GAUGES, *(n for n, _d in probe_gauges(tasks.resolve()).values()), TRIALS_FINISHED + "_total"]
     return [("ray_" + n) if prefixed else n for n in names]

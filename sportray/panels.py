@@ -7,6 +7,7 @@
 - `soccer_top5`: a confident hit, an uncertain hit, a near miss (true class in the top 5 but not
   first) and a miss, each with its top-5 bars; the true class is green when it is the top-1,
   grey with a hatched black outline otherwise; a kind that does not occur is said so in its row.
+- `recall_chart`: the soccer probe's per-class test recalls as bars (and their CSV).
 - `training_curves`: loss, its terms, grad norm, distance from init and lr as small multiples,
   with loss spikes and the divergence step marked: "check the training before believing a drop".
 
@@ -275,6 +276,24 @@ def soccer_top5(images: np.ndarray, probs: np.ndarray, labels: np.ndarray, path,
 # ---------------------------------------------------------------------------------------------
 # Training curves
 # ---------------------------------------------------------------------------------------------
+
+def recall_chart(per_class_recall: Mapping[str, float], out_dir) -> list[Path]:
+    """Per-class test recalls as `soccer_recall.csv` and a bar chart `soccer_recall.png` (classes
+    absent from the test split, NaN, are left out)."""
+    rows = sorted((c, float(r)) for c, r in per_class_recall.items() if r == r)
+    if not rows:
+        return []
+    out_dir = Path(out_dir)
+    csv = out_dir / "soccer_recall.csv"
+    csv.write_text("class,test_recall\n" + "".join(f'"{c}",{r:.6f}\n' for c, r in rows))
+    fig = Figure(figsize=(6, 0.28 * len(rows) + 0.8))
+    ax = fig.subplots()
+    ax.barh([c for c, _ in rows][::-1], [r for _, r in rows][::-1], color="#3b7dd8")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("test recall (soccer probe, per class)")
+    fig.tight_layout()
+    return [csv, _save(fig, out_dir / "soccer_recall.png")]
+
 
 def _series(history: Mapping[str, Sequence], key: str) -> tuple[np.ndarray, np.ndarray] | None:
     for name in (key, f"train/{key}"):

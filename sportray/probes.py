@@ -1,7 +1,8 @@
-"""Probe evaluation: frozen features -> linear probes -> metrics with bootstrap CIs.
+"""What every probe task shares: frozen features -> linear heads -> metrics with bootstrap CIs.
 
-The study judges a backbone by what a *single linear layer* can read from its frozen patch
-tokens (DESIGN.md §4 "Probes"):
+The tasks themselves (sportray/tasks/: what each reads out, its metric, its pictures) build on
+this module; nothing here names a task. The study judges a backbone by what a *single linear
+layer* can read from its frozen patch tokens (DESIGN.md §4 "Probes"); its two tasks:
 
 - basketball: per-tile classifier D -> 1 on each of the 196 patch tokens, P(player) >= 0.5 gives
   a 14x14 mask, metric = mean per-frame IoU over held-out frames;
@@ -12,7 +13,7 @@ Both probes train a small learning-rate grid *in parallel* (DINOv2 style: one st
 one pass over the features per step, a per-head AdamW learning rate) and pick the head with the
 best validation metric. Validation selects, test reports: the chosen head is scored on both
 splits, and MLflow names say which (`test/basketball_iou`, `valid/basketball_iou`, ...:
-`metrics_dict`). Everything is deterministic for `ProbeConfig.seed`.
+ProbeTask.metrics). Everything is deterministic for `ProbeConfig.seed`.
 
 Intervals (small test sets lie: the study's 84 basketball frames from three arenas moved +-0.06
 IoU between seeds). Frames of one arena, events of one game, are not independent samples, so
@@ -21,7 +22,7 @@ each split's 95 % CI is a two-stage (cluster) percentile bootstrap: resample the
 compute the metric on the pooled resampled items (`unit_bootstrap`). With fewer than two units
 (or none given) it is the plain frame / event bootstrap; `result.unit` says which one ran.
 `unit_bootstrap` also takes S seeds scored on the same items: the scorecard's row intervals
-resample seeds x units x items with it. `save_items` keeps the per-item arrays of a run
+resample seeds x units x items with it. `tasks.save_items` keeps the per-item arrays of a run
 (`probe_items.npz`) so those row intervals can be computed later.
 
 Decisions (documented here because DESIGN.md leaves them open):
@@ -37,7 +38,7 @@ Decisions (documented here because DESIGN.md leaves them open):
   sigmoid output is a calibrated P(player), so the study's "P(player) >= 0.5" rule means "more
   likely player than not". A `pos_weight = n_neg / n_pos` would move the 0.5 threshold to the
   balanced-error point and inflate false alarms, which IoU punishes as much as misses; pass
-  `pos_weight="balanced"` (or a float) to `probe_basketball` to get that variant.
+  `pos_weight="balanced"` (or a float) to `tasks.basketball.probe_basketball` to get that variant.
 - Soccer loss: class-balanced cross-entropy (weight_c = n / (C_present * n_c) over train), so
   the training objective matches the metric (balanced accuracy weighs every class equally;
   "Ball out of play" would otherwise swamp "Penalty").
@@ -47,8 +48,8 @@ Decisions (documented here because DESIGN.md leaves them open):
   nothing), cosine lr decay to 0 over the run. An epoch shuffles frames (basketball: a minibatch
   is `cfg.batch_size` *frames*, i.e. 196x as many tokens, which keeps the gradient nearly exact;
   token-level minibatches of the same count converged clearly worse in our checks) or events
-  (soccer). The step count is `cfg.epochs` epochs clamped to [min_steps, max_steps] (defaults
-  PROBE_MIN_STEPS = 1000 / PROBE_MAX_STEPS = 2000): tiny real probe sets (~600 basketball frames
+  (soccer). The step count is `cfg.epochs` epochs clamped to [cfg.min_steps, cfg.max_steps]
+  (defaults 1000 / 2000): tiny real probe sets (~600 basketball frames
   = 3 steps an epoch) still get enough Adam steps for the low-lr heads to converge, and large ones
   (170 k soccer events) stay short on a GPU (figures: BENCHMARKS.md, "Figures moved from
   docstrings").
@@ -62,22 +63,19 @@ Decisions (documented here because DESIGN.md leaves them open):
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
-from sportray.config import SOCCER_CLASSES, TILES, ProbeConfig
+from sportray.config import TILES, ProbeConfig
 from sportray.views import normalize  # one normalization: what the backbone saw in pretraining
 
-PROBE_MIN_STEPS = 1000
-PROBE_MAX_STEPS = 2000
 THRESHOLD = 0.5
 
+SPLITS = ("valid", "test")   # the splits a probe reports: valid chooses, test reports
 TRAIN_NAMES = ("train",)
 VALID_NAMES = ("valid", "val")
 TEST_NAMES = ("test",)
@@ -282,22 +280,12 @@ def bootstrap_ci(data, statistic: Callable[..., np.ndarray] | None = None, n: in
 # Unit (cluster) bootstrap: seeds x independent units x items
 # ---------------------------------------------------------------------------------------------
 
-# The independent test unit of each task, and what an interval falls back to without units.
-UNIT_NAMES = {"basketball": ("arena", "frame"), "soccer": ("game", "event")}
-
-
 def n_units(units) -> int:
     """Distinct named units of a split ("" means no unit was recorded; None: none at all)."""
     if units is None:
         return 0
     names = np.unique(np.asarray(units).astype(str))
     return int((names != "").sum())
-
-
-def unit_name(task: str, units) -> str:
-    """"arena" / "game" when the split has >= 2 named units, else "frame" / "event"."""
-    cluster, item = UNIT_NAMES[task]
-    return cluster if n_units(units) >= 2 else item
 
 
 def _cluster_sampler(cell_unit: np.ndarray, cell_size: np.ndarray, resample_items: bool = True):
@@ -503,10 +491,9 @@ def _logit_grads(z: torch.Tensor, yb: torch.Tensor, loss: str, pw: float | None,
 
 
 @torch.no_grad()
-def _fit_heads(x: torch.Tensor, y: torch.Tensor, rows: np.ndarray, n_out: int, loss: str, cfg: ProbeConfig,
+def fit_heads(x: torch.Tensor, y: torch.Tensor, rows: np.ndarray, n_out: int, loss: str, cfg: ProbeConfig,
                device: torch.device, class_weight: torch.Tensor | None = None,
-               pos_weight: float | None = None, min_steps: int = PROBE_MIN_STEPS,
-               max_steps: int = PROBE_MAX_STEPS) -> LinearHeads:
+               pos_weight: float | None = None) -> LinearHeads:
     """Train one linear head per lr in `cfg.lrs`, all together, on x[rows] (G, [T,] D), y[rows].
 
     A row is the shuffling unit (a frame of T tokens for basketball, an event for soccer).
@@ -547,7 +534,7 @@ def _fit_heads(x: torch.Tensor, y: torch.Tensor, rows: np.ndarray, n_out: int, l
 
     batch = max(1, min(int(cfg.batch_size), g))
     steps_per_epoch = math.ceil(g / batch)
-    total = int(min(max(int(cfg.epochs) * steps_per_epoch, min_steps), max_steps))
+    total = int(min(max(int(cfg.epochs) * steps_per_epoch, cfg.min_steps), cfg.max_steps))
 
     def effective() -> tuple[torch.Tensor, torch.Tensor]:
         """Heads on raw features: W' = W / std, b' = b - (mean / std) W (standardization folded in)."""
@@ -599,7 +586,7 @@ def _fit_heads(x: torch.Tensor, y: torch.Tensor, rows: np.ndarray, n_out: int, l
     return LinearHeads(weight=w_eff.clone(), bias=b_eff.clone(), lrs=lrs)
 
 
-def _split_indices(split: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_indices(split: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """train / valid / test indices from a split column; a seeded 20 % of train if no valid."""
     split = np.char.lower(np.asarray(split).astype(str))
     tr = np.flatnonzero(np.isin(split, TRAIN_NAMES))
@@ -618,76 +605,13 @@ def _split_indices(split: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray
     return tr, va, te
 
 
-def _device(device) -> torch.device:
+def torch_device(device) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-# ---------------------------------------------------------------------------------------------
-# The two probes
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class BasketballResult:
-    """Per-tile player probe: the head chosen on validation, scored on test and on validation.
-
-    Indices point into the probe set (`test_indices`, `valid_indices`); unit arrays name each
-    frame's arena ("" when the probe set has none).
-    """
-    iou: float                       # mean per-frame IoU over test frames
-    ci: tuple[float, float]          # unit bootstrap 95 % CI: test arenas, then frames within them
-    per_frame_iou: np.ndarray        # (N_test,)
-    probs: np.ndarray                # (N_test, 14, 14) float32, P(player) per tile
-    pred_masks: np.ndarray           # (N_test, 14, 14) bool, probs >= 0.5
-    lr: float                        # the head chosen on validation IoU
-    empty_frames: int                # test frames with empty union (scored IoU 1.0)
-    gt_empty_frames: int             # test frames with no player tile in the truth
-    test_indices: np.ndarray
-    val_scores: dict[float, float] = field(default_factory=dict)   # lr -> validation IoU
-    n_train: int = 0
-    n_valid: int = 0
-    unit: str = "frame"              # what `ci` resampled: "arena" (>= 2 test arenas) or "frame"
-    test_units: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
-    valid_iou: float = float("nan")  # the chosen head's mean validation IoU (= val_scores[lr])
-    valid_ci: tuple[float, float] = (float("nan"), float("nan"))
-    valid_per_frame_iou: np.ndarray = field(default_factory=lambda: np.array([]))
-    valid_units: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
-    valid_unit: str = "frame"
-    valid_indices: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
-
-
-@dataclass
-class SoccerResult:
-    """Pooled-token event probe: the head chosen on validation, scored on test and on validation.
-
-    Indices point into the probe set (`test_indices`, `valid_indices`); unit arrays name each
-    event's game ("" when the probe set has none).
-    """
-    bal_acc: float                   # balanced accuracy over the classes present in test
-    ci: tuple[float, float]          # unit bootstrap 95 % CI: test games, then events within them
-    per_class_recall: dict[str, float]   # by SOCCER_CLASSES name; NaN if absent from test
-    probs: np.ndarray                # (N_test, 17) float32 softmax
-    preds: np.ndarray                # (N_test,) argmax class ids
-    labels: np.ndarray               # (N_test,) true class ids
-    lr: float
-    test_indices: np.ndarray
-    val_scores: dict[float, float] = field(default_factory=dict)   # lr -> validation balanced acc
-    chance: float = 1.0 / len(SOCCER_CLASSES)
-    n_train: int = 0
-    n_valid: int = 0
-    unit: str = "event"              # what `ci` resampled: "game" (>= 2 test games) or "event"
-    test_units: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
-    valid_bal_acc: float = float("nan")   # the chosen head's validation balanced accuracy
-    valid_ci: tuple[float, float] = (float("nan"), float("nan"))
-    valid_labels: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
-    valid_preds: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
-    valid_units: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
-    valid_unit: str = "event"
-    valid_indices: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
-
-
-def _units_of(units, n: int, idx: np.ndarray, who: str) -> np.ndarray:
+def units_of(units, n: int, idx: np.ndarray, who: str) -> np.ndarray:
     """The unit names (str) of items `idx`; "" for every item when the probe set has no units."""
     if units is None:
         return np.full(len(idx), "", dtype="<U1")
@@ -695,271 +619,3 @@ def _units_of(units, n: int, idx: np.ndarray, who: str) -> np.ndarray:
     if units.shape != (n,):
         raise ValueError(f"{who}: units {units.shape} do not match the {n} items")
     return units[idx]
-
-
-def probe_basketball(features: torch.Tensor | np.ndarray, tiles: np.ndarray, split: np.ndarray,
-                     cfg: ProbeConfig | None = None, device=None, pos_weight: float | str | None = None,
-                     min_steps: int = PROBE_MIN_STEPS, max_steps: int = PROBE_MAX_STEPS,
-                     units: np.ndarray | None = None) -> BasketballResult:
-    """Per-tile linear probe: features (N, 196, D), tiles (N, 14, 14) {0,1}, split (N,) -> result.
-
-    Trains the lr grid on train frames (plain BCE, see module docstring; `pos_weight="balanced"`
-    uses n_neg / n_pos), picks the head with the best mean validation IoU, reports it on test
-    and on validation, each with a unit bootstrap CI over `units` (N,) (the arena of each
-    frame; None or one arena: over frames).
-    """
-    cfg = cfg or ProbeConfig()
-    dev = _device(device)
-    x = torch.as_tensor(features, dtype=torch.float32)
-    tiles = np.asarray(tiles)
-    n, t, d = x.shape
-    side = int(round(math.sqrt(t)))
-    if side * side != t or tiles.shape != (n, side, side):
-        raise ValueError(f"probe_basketball: features {tuple(x.shape)} do not match tiles {tiles.shape}")
-    y = torch.from_numpy((tiles.reshape(n, t) > 0).astype(np.float32))
-    tr, va, te = _split_indices(split, cfg.seed)
-    va_units, te_units = (_units_of(units, n, i, "probe_basketball") for i in (va, te))
-    if pos_weight == "balanced":
-        pos = float(y[tr].sum())
-        pos_weight = (y[tr].numel() - pos) / max(pos, 1.0)
-    heads = _fit_heads(x, y, tr, 1, "bce", cfg, dev, pos_weight=pos_weight,
-                       min_steps=min_steps, max_steps=max_steps)
-
-    true_va = tiles[va].reshape(len(va), side, side) > 0
-    val_probs = torch.sigmoid(heads.logits(x[va].reshape(-1, d))[..., 0]).numpy()  # (Nv*T, L)
-    val_ious = [iou_per_frame(val_probs[:, li].reshape(len(va), side, side) >= THRESHOLD, true_va)
-                for li in range(len(heads.lrs))]
-    val_scores = {lr: float(v.mean()) for lr, v in zip(heads.lrs, val_ious)}
-    best = int(np.argmax([val_scores[lr] for lr in heads.lrs]))  # first max: the smaller lr on ties
-
-    probs = torch.sigmoid(heads.logits(x[te].reshape(-1, d))[:, best, 0]).numpy()
-    probs = probs.reshape(len(te), side, side).astype(np.float32)
-    pred = probs >= THRESHOLD
-    true = tiles[te] > 0
-    ious = iou_per_frame(pred, true)
-    return BasketballResult(
-        iou=float(ious.mean()), ci=unit_bootstrap_ci(ious, units=te_units, n=cfg.bootstrap, seed=cfg.seed),
-        per_frame_iou=ious, probs=probs, pred_masks=pred, lr=heads.lrs[best],
-        empty_frames=empty_union_frames(pred, true), gt_empty_frames=int((~true.any(axis=(1, 2))).sum()),
-        test_indices=te, val_scores=val_scores, n_train=len(tr), n_valid=len(va),
-        unit=unit_name("basketball", te_units), test_units=te_units,
-        valid_iou=val_scores[heads.lrs[best]],
-        valid_ci=unit_bootstrap_ci(val_ious[best], units=va_units, n=cfg.bootstrap, seed=cfg.seed),
-        valid_per_frame_iou=val_ious[best], valid_units=va_units,
-        valid_unit=unit_name("basketball", va_units), valid_indices=va)
-
-
-def probe_soccer(features: torch.Tensor | np.ndarray, labels: np.ndarray, split: np.ndarray,
-                 cfg: ProbeConfig | None = None, device=None, min_steps: int = PROBE_MIN_STEPS,
-                 max_steps: int = PROBE_MAX_STEPS, units: np.ndarray | None = None) -> SoccerResult:
-    """Pooled linear probe: features (N, 196, D) or already pooled (N, D), labels (N,) class ids.
-
-    Mean-pools tokens, trains the lr grid with class-balanced cross-entropy, picks the head with
-    the best validation balanced accuracy, reports it on test and on validation, each with a
-    unit bootstrap CI over `units` (N,) (the game of each event; None or one game: over
-    events), and test per-class recall by SOCCER_CLASSES name.
-    """
-    cfg = cfg or ProbeConfig()
-    dev = _device(device)
-    x = torch.as_tensor(features, dtype=torch.float32)
-    if x.ndim == 3:
-        x = x.mean(dim=1)
-    labels = np.asarray(labels).astype(np.int64)
-    n_classes = len(SOCCER_CLASSES)
-    if x.ndim != 2 or labels.shape != (x.shape[0],):
-        raise ValueError(f"probe_soccer: features {tuple(x.shape)} do not match labels {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"probe_soccer: labels must be ids in [0, {n_classes}), got {labels.min()}..{labels.max()}")
-    tr, va, te = _split_indices(split, cfg.seed)
-    va_units, te_units = (_units_of(units, len(labels), i, "probe_soccer") for i in (va, te))
-    counts = np.bincount(labels[tr], minlength=n_classes).astype(np.float64)
-    present = counts > 0
-    cw = np.where(present, len(tr) / (present.sum() * np.maximum(counts, 1)), 0.0)
-    y = torch.from_numpy(labels)
-    heads = _fit_heads(x, y, tr, n_classes, "ce", cfg, dev, class_weight=torch.tensor(cw, dtype=torch.float32),
-                       min_steps=min_steps, max_steps=max_steps)
-
-    val_pred = heads.logits(x[va]).argmax(-1).numpy()  # (Nv, L)
-    val_scores = {lr: balanced_accuracy(labels[va], val_pred[:, li]) for li, lr in enumerate(heads.lrs)}
-    best = int(np.argmax([val_scores[lr] for lr in heads.lrs]))
-
-    probs = torch.softmax(heads.logits(x[te])[:, best], dim=-1).numpy().astype(np.float32)
-    preds = probs.argmax(-1)
-    y_te, y_va, pred_va = labels[te], labels[va], val_pred[:, best].astype(np.int64)
-    recall = per_class_recall(y_te, preds, n_classes)
-    return SoccerResult(
-        bal_acc=balanced_accuracy(y_te, preds),
-        ci=unit_bootstrap_ci(y_true=y_te, y_pred=preds, units=te_units, n=cfg.bootstrap, seed=cfg.seed),
-        per_class_recall={name: float(r) for name, r in zip(SOCCER_CLASSES, recall)},
-        probs=probs, preds=preds, labels=y_te, lr=heads.lrs[best], test_indices=te,
-        val_scores=val_scores, n_train=len(tr), n_valid=len(va),
-        unit=unit_name("soccer", te_units), test_units=te_units,
-        valid_bal_acc=val_scores[heads.lrs[best]],
-        valid_ci=unit_bootstrap_ci(y_true=y_va, y_pred=pred_va, units=va_units, n=cfg.bootstrap, seed=cfg.seed),
-        valid_labels=y_va, valid_preds=pred_va, valid_units=va_units,
-        valid_unit=unit_name("soccer", va_units), valid_indices=va)
-
-
-# ---------------------------------------------------------------------------------------------
-# One checkpoint -> both probes -> MLflow metrics and per-item arrays
-# ---------------------------------------------------------------------------------------------
-
-# Base metric name of each task; MLflow names carry the split: test_name(m), valid_name(m).
-PROBE_METRICS = {"basketball": "basketball_iou", "soccer": "soccer_bal_acc"}
-ITEMS_ARTIFACT = "probe_items.npz"          # save_items' file, logged as this MLflow artifact
-SPLITS = ("valid", "test")
-ITEM_FIELDS = {"basketball": ("unit", "iou"), "soccer": ("unit", "true", "pred")}
-
-
-def test_name(metric: str) -> str:
-    """MLflow name of a probe metric on the test split: "test/basketball_iou"."""
-    return "test/" + metric
-
-
-def valid_name(metric: str) -> str:
-    """MLflow name of a probe metric on the validation split: "valid/basketball_iou"."""
-    return "valid/" + metric
-
-
-test_name.__test__ = False       # pytest: a helper imported into test modules, not a test
-
-
-def evaluate(backbone: torch.nn.Module, basketball: dict | None, soccer: dict | None,
-             cfg: ProbeConfig | None = None, device=None, min_steps: int = PROBE_MIN_STEPS,
-             max_steps: int = PROBE_MAX_STEPS) -> dict:
-    """Extract frozen features once per probe set and run both probes.
-
-    `basketball` / `soccer` are the probe-set arrays (the .npz contents of CONTRACTS.md:
-    images, tiles, split[, arena] / images, label, split[, game]); either may be None to skip
-    it. The `arena` / `game` columns, when present, are the units of the bootstrap CIs.
-    Returns {"basketball": BasketballResult | None, "soccer": SoccerResult | None,
-    "metrics": metrics_dict(...)}. min_steps / max_steps bound the probes' optimizer steps
-    (module docstring); lower them only for smoke runs.
-    """
-    cfg = cfg or ProbeConfig()
-    dev = _device(device)
-    out: dict = {"basketball": None, "soccer": None}
-    if basketball is not None:
-        feats = extract_features(backbone, basketball["images"], dev, cfg.feature_batch)
-        out["basketball"] = probe_basketball(feats, basketball["tiles"], basketball["split"], cfg, dev,
-                                             min_steps=min_steps, max_steps=max_steps,
-                                             units=basketball.get("arena"))
-        del feats
-    if soccer is not None:
-        feats = extract_features(backbone, soccer["images"], dev, cfg.feature_batch, pool=True)
-        labels = soccer["label"] if "label" in soccer else soccer["labels"]
-        out["soccer"] = probe_soccer(feats, labels, soccer["split"], cfg, dev, min_steps=min_steps,
-                                     max_steps=max_steps, units=soccer.get("game"))
-        del feats
-    out["metrics"] = metrics_dict(out)
-    return out
-
-
-def _split_metrics(split: str, metric: str, value: float, ci, items: tuple[str, int], units) -> dict[str, float]:
-    name = f"{split}/{metric}"
-    task = metric.split("_", 1)[0]
-    return {name: float(value), name + "_ci_low": float(ci[0]), name + "_ci_high": float(ci[1]),
-            f"{split}/{task}_{items[0]}": float(items[1]), f"{split}/{task}_units": float(n_units(units))}
-
-
-def metrics_dict(result) -> dict[str, float]:
-    """Flat {MLflow name: float} for a result or evaluate()'s dict.
-
-    Per task, for split in (test, valid): `<split>/<metric>`, `_ci_low`, `_ci_high`, the item
-    count (`<split>/basketball_frames`, `<split>/soccer_events`) and `<split>/<task>_units`
-    (distinct arenas / games; 0 when the probe set names none); plus the chosen lr
-    (`basketball_lr`, `soccer_lr`). The CIs' unit names are in `ci_units`.
-    """
-    if isinstance(result, dict):
-        merged: dict[str, float] = {}
-        for key in ("basketball", "soccer"):
-            if result.get(key) is not None:
-                merged.update(metrics_dict(result[key]))
-        return merged
-    if isinstance(result, (list, tuple)):
-        merged = {}
-        for r in result:
-            merged.update(metrics_dict(r))
-        return merged
-    if isinstance(result, BasketballResult):
-        m = PROBE_METRICS["basketball"]
-        return {**_split_metrics("test", m, result.iou, result.ci, ("frames", len(result.per_frame_iou)),
-                                 result.test_units),
-                **_split_metrics("valid", m, result.valid_iou, result.valid_ci,
-                                 ("frames", len(result.valid_per_frame_iou)), result.valid_units),
-                "basketball_lr": float(result.lr)}
-    if isinstance(result, SoccerResult):
-        m = PROBE_METRICS["soccer"]
-        return {**_split_metrics("test", m, result.bal_acc, result.ci, ("events", len(result.labels)),
-                                 result.test_units),
-                **_split_metrics("valid", m, result.valid_bal_acc, result.valid_ci,
-                                 ("events", len(result.valid_labels)), result.valid_units),
-                "soccer_lr": float(result.lr)}
-    raise TypeError(f"metrics_dict: expected BasketballResult, SoccerResult or evaluate()'s dict, got {type(result).__name__}")
-
-
-def ci_units(result: dict, split: str = "test") -> dict[str, str]:
-    """What each task's CI resampled on `split`: {"basketball": "arena" | "frame",
-    "soccer": "game" | "event"} for the tasks evaluate()'s dict holds (MLflow tags)."""
-    out = {}
-    for task in ("basketball", "soccer"):
-        r = result.get(task)
-        if r is not None:
-            out[task] = r.unit if split == "test" else r.valid_unit
-    return out
-
-
-def _item_key(task: str, split: str, name: str) -> str:
-    return f"{task}__{split}__{name}"           # flat: one npz member per array
-
-
-def save_items(result: dict, path: str | os.PathLike) -> Path:
-    """Per-item arrays of evaluate()'s dict -> one small .npz (the run's `probe_items.npz`).
-
-    For each probed task and split in (valid, test): basketball `basketball__<split>__unit`
-    (str arena per frame), `basketball__<split>__iou` (float64 per-frame IoU); soccer
-    `soccer__<split>__unit` (str game per event), `__true`, `__pred` (int64 class ids). The
-    scorecard's row intervals resample these. Written as given (no ".npz" appended).
-    """
-    arrays: dict[str, np.ndarray] = {}
-    b, s = result.get("basketball"), result.get("soccer")
-    if b is not None:
-        for split, units, iou in (("valid", b.valid_units, b.valid_per_frame_iou),
-                                  ("test", b.test_units, b.per_frame_iou)):
-            arrays[_item_key("basketball", split, "unit")] = np.asarray(units).astype(str)
-            arrays[_item_key("basketball", split, "iou")] = np.asarray(iou, dtype=np.float64)
-    if s is not None:
-        for split, units, true, pred in (("valid", s.valid_units, s.valid_labels, s.valid_preds),
-                                         ("test", s.test_units, s.labels, s.preds)):
-            arrays[_item_key("soccer", split, "unit")] = np.asarray(units).astype(str)
-            arrays[_item_key("soccer", split, "true")] = np.asarray(true, dtype=np.int64)
-            arrays[_item_key("soccer", split, "pred")] = np.asarray(pred, dtype=np.int64)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        np.savez_compressed(f, **arrays)
-    return path
-
-
-def load_items(path: str | os.PathLike) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """save_items' file -> {task: {split: {field: array}}}, e.g. items["soccer"]["test"]["pred"].
-
-    Only complete (task, split) groups are returned; unknown members are ignored."""
-    with np.load(path, allow_pickle=False) as z:
-        found = {k: z[k] for k in z.files}
-    out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    for task, names in ITEM_FIELDS.items():
-        for split in SPLITS:
-            keys = [_item_key(task, split, f) for f in names]
-            if all(k in found for k in keys):
-                out.setdefault(task, {})[split] = {f: found[k] for f, k in zip(names, keys)}
-    return out
-
-
-__all__: Sequence[str] = (
-    "extract_features", "normalize", "iou_per_frame", "empty_union_frames", "per_class_recall",
-    "balanced_accuracy", "batched_mean", "batched_balanced_accuracy", "bootstrap_ci", "unit_bootstrap",
-    "unit_bootstrap_ci", "n_units", "unit_name", "UNIT_NAMES", "LinearHeads", "BasketballResult",
-    "SoccerResult", "probe_basketball", "probe_soccer", "evaluate", "metrics_dict", "PROBE_METRICS",
-    "ITEMS_ARTIFACT", "test_name", "valid_name", "ci_units", "save_items", "load_items",
-)

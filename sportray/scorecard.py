@@ -52,27 +52,27 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from mlflow.exceptions import MlflowException
-
 from sportray import probes as P
+from sportray import references, tasks
 from sportray import tracking as T
 
-METRICS = ("basketball_iou", "soccer_bal_acc")
-SPLITS = ("valid", "test")
-METRIC_TITLES = {"basketball_iou": "Basketball IoU", "soccer_bal_acc": "Soccer bal. acc"}
-REFERENCE_TITLES = {"random": "Random init (reference)", "dinov3": "Frozen DINOv3 (reference)",
-                    "base": "Frozen LoRA base (reference)"}
+METRICS = tuple(t.metric for t in tasks.resolve())     # the built-in tasks': basketball_iou, soccer_bal_acc
+SPLITS = P.SPLITS
 DINOV3_KEY = "reference dinov3"
 BASE_KEY = "reference base"      # the LoRA arm's frozen base when it is not DINOv3 (the demo's)
 FLOOR_KEY = "reference random"
-TASK_OF = {m: task for task, m in P.PROBE_METRICS.items()}     # "basketball_iou" -> "basketball"
 N_BOOT = 1000
 BOOT_SEED = 0
 
 
 def split_name(split: str, metric: str) -> str:
     """MLflow name of ``metric`` on ``split``: "valid/basketball_iou", "test/basketball_iou"."""
-    return P.valid_name(metric) if split == "valid" else P.test_name(metric)
+    return f"{split}/{metric}"
+
+
+def metric_title(metric: str) -> str:
+    task = tasks.for_metric(metric)
+    return task.title if task else metric
 
 
 # --- records --------------------------------------------------------------------------------
@@ -155,15 +155,14 @@ def _effective_status(tag: str | None, mlflow_status: str) -> str | None:
 
 
 def _download_items(client, run_id: str, directory: str) -> dict | None:
-    """The run's probe_items.npz as probes.load_items' dict; None when it has none."""
-    try:
-        local = client.download_artifacts(run_id, P.ITEMS_ARTIFACT, directory)
-    except (MlflowException, OSError):    # no such artifact: the run keeps its logged metrics
+    """The run's probe_items.npz as tasks.load_items' dict; None when it has none."""
+    local = T.download_artifact(client, run_id, tasks.ITEMS_ARTIFACT, directory)
+    if local is None:              # no such artifact: the run keeps its logged metrics
         return None
     try:
-        return P.load_items(local)
+        return tasks.load_items(local)
     except (OSError, ValueError) as exc:
-        warnings.warn(f"run {run_id}: unreadable {P.ITEMS_ARTIFACT} ({exc}); using its logged metrics only")
+        warnings.warn(f"run {run_id}: unreadable {tasks.ITEMS_ARTIFACT} ({exc}); using its logged metrics only")
         return None
 
 
@@ -177,42 +176,26 @@ def load_runs(client, experiment_name: str, parent_run_id: str | None = None,
     ``RunRecord.items`` (None when the run has none; through a temporary directory).
     Raises TrackingError when the experiment does not exist (listing those that do).
     """
-    exp = client.get_experiment_by_name(experiment_name)
-    if exp is None or exp.lifecycle_stage == "deleted":
-        names = [e.name for e in client.search_experiments(max_results=50)]
-        raise T.TrackingError(
-            f"no experiment named {experiment_name!r} in {client.tracking_uri!r}"
-            f" (experiments there: {', '.join(names) or 'none'}). Pass --experiment NAME "
-            "(the sweep script's stem) and the store with --tracking-uri / MLFLOW_TRACKING_URI.")
     out: list[RunRecord] = []
-    token = None
-    while True:
-        page = client.search_runs([exp.experiment_id], run_view_type=T.ViewType.ACTIVE_ONLY,
-                                  max_results=1000, page_token=token)
-        for run in page:
-            tags = run.data.tags
-            kind = tags.get(T.TAG_KIND)
-            if kind not in (T.KIND_TRIAL, T.KIND_REFERENCE):
-                continue
-            parent = tags.get(T.TAG_PARENT)
-            if parent_run_id is not None and parent != parent_run_id and not (
-                    kind == T.KIND_REFERENCE and parent is None):
-                continue
-            status = _effective_status(tags.get(T.TAG_STATUS), run.info.status)
-            if status is None:
-                continue
-            params = dict(run.data.params)
-            key = tags.get(T.TAG_CONFIG_KEY) or (
-                f"reference {tags.get(T.TAG_REFERENCE)}" if kind == T.KIND_REFERENCE
-                else T.config_key(params))
-            out.append(RunRecord(
-                run_id=run.info.run_id, run_name=run.info.run_name or "", kind=kind,
-                config_key=key, status=status, params=params, metrics=dict(run.data.metrics),
-                tags=dict(tags), reference=tags.get(T.TAG_REFERENCE), parent_id=parent,
-                end_time=run.info.end_time or run.info.start_time or 0))
-        token = page.token
-        if not token:
-            break
+    for run in T.experiment_runs(client, experiment_name):
+        tags = run["tags"]
+        kind = tags.get(T.TAG_KIND)
+        if kind not in (T.KIND_TRIAL, T.KIND_REFERENCE):
+            continue
+        parent = tags.get(T.TAG_PARENT)
+        if parent_run_id is not None and parent != parent_run_id and not (
+                kind == T.KIND_REFERENCE and parent is None):
+            continue
+        status = _effective_status(tags.get(T.TAG_STATUS), run["status"])
+        if status is None:
+            continue
+        params = run["params"]
+        key = tags.get(T.TAG_CONFIG_KEY) or (
+            f"reference {tags.get(T.TAG_REFERENCE)}" if kind == T.KIND_REFERENCE else T.config_key(params))
+        out.append(RunRecord(
+            run_id=run["run_id"], run_name=run["run_name"], kind=kind, config_key=key, status=status,
+            params=params, metrics=run["metrics"], tags=tags, reference=tags.get(T.TAG_REFERENCE),
+            parent_id=parent, end_time=run["end_time"]))
     if items:
         with tempfile.TemporaryDirectory(prefix="sportray-items-") as tmp, \
                 T._env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
@@ -281,8 +264,11 @@ class Row:
 
     @property
     def title(self) -> str:
-        return REFERENCE_TITLES.get(self.reference or "", self.config) if self.kind == T.KIND_REFERENCE \
-            else self.config
+        if self.kind != T.KIND_REFERENCE:
+            return self.config
+        name, _, model = (self.reference or "").partition(" ")
+        ref = references.REFERENCES.get(name)
+        return self.config if ref is None else ref.title + (f": {model}" if model else "")
 
 
 @dataclass
@@ -325,42 +311,37 @@ def _same_items(items: list[dict], fields: Sequence[str]) -> bool:
 
 
 def _row_interval(s: SplitStats, runs: list[RunRecord], metric: str, split: str, n_boot: int,
-                  seed: int) -> None:
-    """Fill ``s.low/high/unit/n_units/source/note`` for the runs that have the metric."""
-    task = TASK_OF.get(metric)
-    items = [r.split_items(task, split) for r in runs]
+                  seed: int, task) -> None:
+    """Fill ``s.low/high/unit/n_units/source/note`` for the runs that have the metric (of probe
+    `task`; None: a metric of no known task, read from the runs' logged intervals only)."""
+    fields = ("unit", *task.item_fields) if task else ()
+    items = [r.split_items(task.name if task else None, split) for r in runs]
+    items = [it if it is not None and all(f in it for f in fields) else None for it in items]
     if task is not None and runs and all(it is not None for it in items):
-        units = items[0]["unit"]
-        if task == "basketball":
-            if not _same_items(items, ("unit",)):
-                s.note = "seeds were scored on different items"
-                return
-            reps = P.unit_bootstrap(np.stack([it["iou"] for it in items]), units=units, n=n_boot, seed=seed)
-        else:
-            if not _same_items(items, ("unit", "true")):
-                s.note = "seeds were scored on different items"
-                return
-            reps = P.unit_bootstrap(y_true=items[0]["true"], y_pred=np.stack([it["pred"] for it in items]),
-                                    units=units, n=n_boot, seed=seed)
+        if not _same_items(items, task.same_items_fields()):
+            s.note = "seeds were scored on different items"
+            return
+        reps = task.row_replicates(items, n_boot, seed)
         if np.isfinite(reps).any():
+            units = items[0]["unit"]
             s.low, s.high = (float(q) for q in np.nanquantile(reps, [0.025, 0.975]))
-            s.unit, s.n_units, s.source = P.unit_name(task, units), P.n_units(units), "items"
+            s.unit, s.n_units, s.source = task.unit_name(units), P.n_units(units), "items"
         return
     name = split_name(split, metric)
     if len(runs) == 1 and _finite(runs[0].metrics.get(name + "_ci_low")) \
             and _finite(runs[0].metrics.get(name + "_ci_high")):
         s.low, s.high = runs[0].metrics[name + "_ci_low"], runs[0].metrics[name + "_ci_high"]
-        units = runs[0].metrics.get(f"{split}/{task}_units")
+        units = runs[0].metrics.get(f"{split}/{task.name}_units") if task else None
         if task is not None and _finite(units):
             s.n_units = int(units)
-            s.unit = P.UNIT_NAMES[task][0 if units >= 2 else 1]
+            s.unit = task.units[0 if units >= 2 else 1]
         s.source = "run"
         return
     missing = sum(it is None for it in items)
-    s.note = f"no {P.ITEMS_ARTIFACT} for {missing} of {len(runs)} seeds"
+    s.note = f"no {tasks.ITEMS_ARTIFACT} for {missing} of {len(runs)} seeds"
 
 
-def _split_stats(runs: list[RunRecord], metric: str, split: str, n_boot: int, seed: int) -> SplitStats:
+def _split_stats(runs: list[RunRecord], metric: str, split: str, n_boot: int, seed: int, task=None) -> SplitStats:
     name = split_name(split, metric)
     have = [r for r in runs if _finite(r.metrics.get(name))]
     vals = [r.metrics[name] for r in have]
@@ -372,7 +353,7 @@ def _split_stats(runs: list[RunRecord], metric: str, split: str, n_boot: int, se
     s.min, s.max = min(vals), max(vals)
     if n >= 2:
         s.std = math.sqrt(sum((v - s.mean) ** 2 for v in vals) / (n - 1))
-    _row_interval(s, have, metric, split, n_boot, seed)
+    _row_interval(s, have, metric, split, n_boot, seed, task)
     return s
 
 
@@ -404,19 +385,23 @@ def _vs_floor(row: SplitStats, floor: SplitStats) -> str | None:
 def _order(row: Row) -> tuple:
     ref_rank = {"random": 0, "dinov3": 1, "base": 2}
     if row.kind == T.KIND_REFERENCE:
-        return (0, ref_rank.get(row.reference or "", 2), row.config)
+        return (0, ref_rank.get(row.reference or "", 3), row.config)
     return (1, row.arm, row.views, row.clip if row.clip is not None else -1.0, row.steps, row.config)
 
 
-def build(records: Iterable[RunRecord], metrics: Sequence[str] = METRICS, n_boot: int = N_BOOT,
-          seed: int = BOOT_SEED) -> Scorecard:
+def build(records: Iterable[RunRecord], metrics: Sequence[str] | None = None, n_boot: int = N_BOOT,
+          seed: int = BOOT_SEED, probe_tasks: Sequence | None = None) -> Scorecard:
     """The scorecard of ``records`` (see the module docstring for every rule).
 
-    ``metrics`` are base names (``basketball_iou``); ``n_boot`` bootstrap replicates per row
-    interval, drawn from ``seed`` (deterministic).
+    ``metrics`` are base names (``basketball_iou``), default those of ``probe_tasks`` (
+    default the built-in ones); ``n_boot`` bootstrap replicates per row interval, drawn from
+    ``seed`` (deterministic).
     """
     records = list(records)
+    if not metrics:
+        metrics = [t.metric for t in probe_tasks] if probe_tasks else METRICS
     metrics = tuple(metrics)
+    task_of = {m: tasks.for_metric(m, probe_tasks or ()) for m in metrics}
     groups: dict[str, list[RunRecord]] = {}
     for r in records:
         groups.setdefault(r.config_key, []).append(r)
@@ -444,8 +429,8 @@ def build(records: Iterable[RunRecord], metrics: Sequence[str] = METRICS, n_boot
         kept = sorted(counted.values(), key=lambda r: _int(r.seed, 0) if r.seed is not None else -1)
         row.seeds = [r.seed if r.seed is not None else "-" for r in kept]
         row.run_ids = [r.run_id for r in kept]
-        row.stats = {m: MetricStats(valid=_split_stats(kept, m, "valid", n_boot, seed),
-                                    test=_split_stats(kept, m, "test", n_boot, seed)) for m in metrics}
+        row.stats = {m: MetricStats(valid=_split_stats(kept, m, "valid", n_boot, seed, task_of[m]),
+                                    test=_split_stats(kept, m, "test", n_boot, seed, task_of[m])) for m in metrics}
         rows.append(row)
     rows.sort(key=_order)
 
@@ -539,7 +524,7 @@ def _units_line(card: Scorecard, m: str) -> str:
 
 
 def _table(card: Scorecard, m: str) -> list[str]:
-    title = METRIC_TITLES.get(m, m)
+    title = metric_title(m)
     bar = "base" if any(r.config == BASE_KEY for r in card.rows) and not any(
         r.config == DINOV3_KEY for r in card.rows) else "DINOv3"
     head = ["Rank", "Model", "Seeds", "Valid mean [95 % interval]", "Test mean ± std [95 % interval]",
@@ -716,7 +701,7 @@ def plot_vs_steps(source: Scorecard | Iterable[RunRecord], path: str | os.PathLi
                     ax.axhspan(t.low, t.high, color=c, alpha=0.1)
         ax.set_xlabel("pretraining steps")
         ax.set_ylabel(name)
-        ax.set_title(METRIC_TITLES.get(m, m) + " (test) vs steps: mean, 95 % interval, seeds, × diverged",
+        ax.set_title(metric_title(m) + " (test) vs steps: mean, 95 % interval, seeds, × diverged",
                      fontsize=9)
         ax.grid(alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
@@ -742,8 +727,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--parent-run", default=None,
                    help="only this sweep's runs (parent run id); default: the whole experiment")
-    p.add_argument("--metrics", default=",".join(METRICS),
-                   help=f"comma-separated probe metrics, base names (default {','.join(METRICS)})")
+    p.add_argument("--tasks", default="basketball,soccer",
+                   help="probe tasks whose metrics are shown: registered names or package.module:ATTRIBUTE")
+    p.add_argument("--metrics", default="",
+                   help="comma-separated probe metrics, base names (default: the tasks' metrics)")
     p.add_argument("--bootstrap", type=int, default=N_BOOT,
                    help=f"bootstrap replicates per row interval (default {N_BOOT})")
     p.add_argument("--out", default=None,
@@ -758,8 +745,13 @@ def run(args: argparse.Namespace) -> int:
     except T.TrackingError as exc:
         print(f"sportray scorecard: {exc}", file=sys.stderr)
         return 2
+    try:
+        chosen = tasks.resolve(args.tasks)
+    except ValueError as exc:
+        print(f"sportray scorecard: {exc}", file=sys.stderr)
+        return 2
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
-    card = build(records, metrics, n_boot=args.bootstrap)
+    card = build(records, metrics or None, n_boot=args.bootstrap, probe_tasks=chosen)
     md, table_csv = to_markdown(card), to_csv(card)
     if args.out:
         out = Path(args.out)

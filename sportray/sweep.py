@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sportray.config import (ConfigError, DataConfig, PretrainConfig, ProbeConfig, absolute_tracking_uri,
                              default_tracking_uri, parse_seeds)
+from sportray.trial import say   # trial.py imports only config at its top: --help stays fast
 
 # Intermediate results come from Ray Train (train/loss...), the probe metric only at the end.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -269,7 +270,6 @@ def config_diff(stored: dict, now: dict, prefix: str = "") -> list[str]:
 
 def check_resume(sweep_dir: Path, resolved: dict, *, force: bool = False) -> None:
     """--resume continues a sweep only under the configuration it started with."""
-    from sportray.trial import say
 
     stored_file = sweep_dir / SWEEP_CONFIG
     if not stored_file.is_file():
@@ -320,38 +320,54 @@ def _mark_stopped_early(client, experiment_id: str, parent_run_id: str, results)
     result is a Train report (status "running"). Their MLflow runs say so instead of looking
     like they are still running."""
     from sportray import tracking
-    from sportray.trial import say
 
     for r in results:
         m = r.metrics or {}
         if r.error or m.get("status") != "running" or not m.get("trial_id"):
             continue
-        for run in tracking._find_runs(client, experiment_id, {tracking.TAG_TRIAL_ID: m["trial_id"],
-                                                                tracking.TAG_PARENT: parent_run_id}):
-            if run.data.tags.get(tracking.TAG_STATUS) != "running":
-                continue
-            step, loss = int(m.get("step") or 0), m.get("train/loss")
-            client.log_metric(run.info.run_id, "stopped_step", float(step), step=step)
-            loss_txt = f" (train/loss {loss:.4g})" if isinstance(loss, (int, float)) else ""
-            tracking.set_status(client, run.info.run_id, "stopped",
-                                note=f"stopped early by ASHA at step {step}{loss_txt}: its LeJEPA loss "
-                                     "ranked in the worse half at that rung; no probe was run")
+        step, loss = int(m.get("step") or 0), m.get("train/loss")
+        loss_txt = f" (train/loss {loss:.4g})" if isinstance(loss, (int, float)) else ""
+        if tracking.mark_stopped(client, experiment_id, parent_run_id, m["trial_id"], step,
+                                 note=f"stopped early by ASHA at step {step}{loss_txt}: its LeJEPA loss "
+                                      "ranked in the worse half at that rung; no probe was run"):
             say(f"trial {m['trial_id']}: stopped early by ASHA at step {step}")
 
 
-def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str | None = None,
-              address: str | None = None, storage: str = "sportray-runs", resume: bool = False,
-              num_configs: int | None = None, seeds: tuple[int, ...] | None = None,
-              scheduler: str = "fifo", search_seed: int = 0, overrides: dict | None = None,
-              data_overrides: dict | None = None, weights: str = "", force_resume: bool = False,
-              print_config: bool = False) -> dict:
-    """print_config: print the resolved configuration (JSON) and return it, before Ray, MLflow
-    or any data is touched."""
-    from sportray.validate import (check_count, check_data_fits, check_multi_host, check_resources,
-                                   check_storage, check_tracking_uri)
+@dataclass(frozen=True)
+class SweepPlan:
+    """A sweep's inputs, resolved and validated once (before Ray starts), then passed down."""
+    spec: SweepSpec
+    preset_name: str
+    preset: Preset
+    pretrain: PretrainConfig
+    data: DataConfig
+    probe: ProbeConfig
+    tasks: tuple                       # sportray.tasks.ProbeTask objects of probe.tasks
+    seeds: tuple[int, ...]
+    n_configs: int
+    space: dict
+    scheduler: str
+    search_seed: int
+    tracking_uri: str
+    storage: str
+    weights: str
 
+    def resolved(self, store_key: str, weights: str) -> dict:
+        return resolved_config(self.preset_name, self.pretrain, self.data, self.probe, self.seeds, self.n_configs,
+                               self.scheduler, self.search_seed, self.space, store_key, weights)
+
+
+def plan_sweep(spec: SweepSpec, preset_name: str, *, tracking_uri: str | None, storage: str, resume: bool,
+               num_configs: int | None, seeds: tuple[int, ...] | None, scheduler: str, search_seed: int,
+               overrides: dict | None, data_overrides: dict | None, weights: str) -> SweepPlan:
+    """Every option checked (ConfigError naming it) and the configuration resolved: preset +
+    --set + data. Touches no data, Ray or MLflow (only the sqlite file's folder is checked)."""
+    from sportray import tasks
+    from sportray.validate import check_count, check_storage, check_tracking_uri
+
+    if preset_name not in spec.presets:
+        raise ConfigError(f"--preset {preset_name!r}: expected one of {', '.join(spec.presets)}")
     preset = spec.presets[preset_name]
-    # The edge: every option checked before Ray starts and before anything is written.
     check_count("--num-configs", num_configs)
     check_count("--search-seed", search_seed, minimum=0)
     if scheduler not in ("fifo", "asha"):
@@ -364,16 +380,36 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
     pretrain = PretrainConfig(**{**preset.pretrain, **(overrides or {})}).validate()
     data = DataConfig(**{**preset.data, **(data_overrides or {})}).validate().absolute()  # trials run elsewhere
     probe = ProbeConfig(**preset.probe).validate()
-    seeds = parse_seeds(",".join(map(str, seeds))) if seeds else tuple(preset.seeds)
-    n_configs = num_configs if num_configs is not None else preset.num_configs
+    chosen = tasks.resolve(probe)
+    if spec.metric not in [t.metric for t in chosen]:
+        raise ConfigError(f"sweep {spec.name}: its metric {spec.metric} is not a metric of the probe tasks "
+                          f"{probe.tasks} ({', '.join(t.metric for t in chosen)})")
     space = preset.space if preset.space is not None else spec.space
     # A field fixed on the command line (--set steps=4) is no longer searched.
     space = {k: v for k, v in space.items() if k not in (overrides or {})}
     if not space:
         raise ConfigError("every searched field is fixed by --set: nothing left for Optuna to search")
+    return SweepPlan(spec, preset_name, preset, pretrain, data, probe, chosen,
+                     parse_seeds(",".join(map(str, seeds))) if seeds else tuple(preset.seeds),
+                     num_configs if num_configs is not None else preset.num_configs, space, scheduler,
+                     search_seed, tracking_uri, storage, weights)
+
+
+def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str | None = None,
+              address: str | None = None, storage: str = "sportray-runs", resume: bool = False,
+              num_configs: int | None = None, seeds: tuple[int, ...] | None = None,
+              scheduler: str = "fifo", search_seed: int = 0, overrides: dict | None = None,
+              data_overrides: dict | None = None, weights: str = "", force_resume: bool = False,
+              print_config: bool = False) -> dict:
+    """The sweep, stage by stage: plan (validate) -> start Ray and MLflow -> data once -> the
+    sweep's folder and parent run -> Tune trials -> references -> scorecard and summary.
+    print_config: print the resolved configuration (JSON) and return it, before Ray, MLflow or
+    any data is touched."""
+    plan = plan_sweep(spec, preset_name, tracking_uri=tracking_uri, storage=storage, resume=resume,
+                      num_configs=num_configs, seeds=seeds, scheduler=scheduler, search_seed=search_seed,
+                      overrides=overrides, data_overrides=data_overrides, weights=weights)
     if print_config:
-        resolved = resolved_config(preset_name, pretrain, data, probe, seeds, n_configs, scheduler, search_seed,
-                                   space, "(the frame store's content key, known once it is built)", weights)
+        resolved = plan.resolved("(the frame store's content key, known once it is built)", weights)
         print(json.dumps(resolved, indent=1, sort_keys=True, default=str))
         return resolved
 
@@ -381,32 +417,82 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
     check_address(address)  # nothing at --address: said in seconds, as the only line, before anything starts
     # Importing Ray/MLflow and starting Ray take a while on a busy machine: never a silent start.
     print(f"[sportray] {spec.name}: starting Ray and MLflow ...", file=sys.stderr, flush=True)
-    from ray import tune
+    from sportray import tracking
+    from sportray.trial import run_references
 
-    from sportray import scorecard, tracking
-    from sportray.data.defaults import frame_store, probe_sets, resolve
+    client, ray_info, storage_path = _start(plan, address)
+    data, store_key, references, reference_weights = _prepare_data(plan, storage_path)
+    sweep_dir = latest_sweep_dir(storage_path, spec.name) if resume else None
+    if resume and sweep_dir is None:
+        raise ConfigError(f"--resume: no interrupted sweep named {spec.name}-* under {storage_path}")
+    if sweep_dir is None:
+        sweep_dir = storage_path / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    resolved = plan.resolved(store_key, reference_weights)
+    if resume:
+        check_resume(sweep_dir, resolved, force=force_resume)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / SWEEP_CONFIG).write_text(json.dumps(resolved, indent=1, sort_keys=True, default=str))
+    exp_id = tracking.experiment_id(client, spec.name)
+    parent = tracking.parent_run(client, exp_id, spec.name, sweep_dir, {
+        "preset": preset_name, "num_configs": plan.n_configs, "seeds": ",".join(map(str, plan.seeds)),
+        "metric": objective(spec), "scheduler": plan.scheduler, "search_seed": plan.search_seed})
+    ctx = {"pretrain": dataclasses.asdict(plan.pretrain), "data": dataclasses.asdict(data),
+           "probe": dataclasses.asdict(plan.probe), "seeds": plan.seeds, "tracking_uri": plan.tracking_uri,
+           "experiment": spec.name, "parent_run_id": parent, "storage": str(storage_path / "train"),
+           "objective": objective(spec)}
+    results = _tuner(plan, ctx, sweep_dir, storage_path, resume).fit()
+    failed = failed_trials(results)
+    if results and len(failed) == len(results):
+        for trial, reason in failed:
+            say(f"trial {trial} failed: {reason}")
+        tracking.set_status(client, parent, "failed", note=f"all {len(results)} trials failed")
+        raise SweepFailed(f"all {len(results)} trials failed, so there is nothing to rank; the last said: "
+                          f"{failed[-1][1]}")
+    # The floor (and the bar) over the trials' seeds: a reference row has a spread like any row.
+    # After the trials, not beside them: their probes would take the cores Ray Data reads with.
+    run_references(references, plan.seeds, data=data, probe=plan.probe, tracking_uri=plan.tracking_uri,
+                   experiment=spec.name, parent_run_id=parent, weights=reference_weights,
+                   model=plan.pretrain.model, gpus=1.0 if plan.pretrain.gpus_per_worker > 0 else 0.0)
+    _mark_stopped_early(client, exp_id, parent, results)
+    return _finish(plan, client, exp_id, parent, sweep_dir, len(results), len(failed), ray_info)
+
+
+def _start(plan: SweepPlan, address: str | None):
+    """Ray and MLflow up, the cluster checked against the plan: (client, ray_info, storage path)."""
+    from sportray import tracking
     from sportray.runtime import init_ray
-    from sportray.trial import run_references, say
+    from sportray.storage import check_shared_storage
+    from sportray.validate import check_multi_host, check_resources
+
     if not os.environ.get("SPORTRAY_VERBOSE"):
         from sportray.console import quiet_process
         quiet_process()   # MLflow's schema lines, Ray Data's and Tune's console output (console.py)
-    client = tracking.connect(tracking_uri)  # fail before anything trains
+    client = tracking.connect(plan.tracking_uri)  # fail before anything trains
     # Workers' and raylets' own lines go to Ray's log files; trial errors still come back via Tune.
     ray_info = init_ray(address, worker_logs=False)
-    storage_path = Path(storage).resolve()  # check_storage refused object-store URIs
-    from sportray.storage import check_shared_storage
+    storage_path = Path(plan.storage).resolve()  # check_storage refused object-store URIs
     check_shared_storage(str(storage_path))  # a multi-node run on node-local disk fails here, not mid-sweep
-    check_multi_host(tracking_uri, {"--data-dir": data.data_dir, "--corpus": data.corpus,
-                                    "--basketball": data.basketball, "--soccer-labels": data.soccer_labels})
-    check_resources(pretrain)  # a request the cluster cannot meet would wait forever
+    data = plan.data
+    check_multi_host(plan.tracking_uri, {"--data-dir": data.data_dir, "--corpus": data.corpus,
+                                         "--basketball": data.basketball, "--soccer-labels": data.soccer_labels})
+    check_resources(plan.pretrain)  # a request the cluster cannot meet would wait forever
     storage_path.mkdir(parents=True, exist_ok=True)
     say(f"Ray dashboard (while this runs): {ray_info['dashboard_url'] or '(not available)'}"
         + (f"  token: {_bin('ray')} get-auth-token" if ray_info["dashboard_url"] else ""))
-    say(f"MLflow: {_short_uri(tracking_uri)}   runs: {_rel(storage_path)}   worker logs: "
+    say(f"MLflow: {_short_uri(plan.tracking_uri)}   runs: {_rel(storage_path)}   worker logs: "
         + ("here" if os.environ.get("SPORTRAY_VERBOSE") else "/tmp/ray/session_latest/logs"))
+    return client, ray_info, storage_path
 
-    # Data once, before any trial: the frame store and probe sets are shared by all trials.
+
+def _prepare_data(plan: SweepPlan, storage_path: Path):
+    """Data once, before any trial (the frame store and probe sets are shared by all trials):
+    (data config pointing at the store, store key, references, their weights)."""
+    from sportray import tasks
     from sportray.console import Stage
+    from sportray.data.defaults import frame_store, resolve
+    from sportray.validate import check_data_fits
+
+    data = plan.data
     with Stage("data: the synthetic default (written once, then reused)" if not data.corpus
                else "data: locating corpus and probe data"):
         paths = resolve(data)
@@ -417,133 +503,101 @@ def run_sweep(spec: SweepSpec, preset_name: str = "demo", *, tracking_uri: str |
     for bad in store.bad_files:
         say(f"  skipped {bad['path']}: {bad['reason']}")
     # Every trial needs one step's global batch from the store: said now, not after minutes of retries.
-    for trial_pretrain, max_frames in _worst_cases(pretrain, data, space):
+    for trial_pretrain, max_frames in _worst_cases(plan.pretrain, data, plan.space):
         check_data_fits(store.frames, trial_pretrain, max_frames, store.path)
-    with Stage("probe sets: soccer events and basketball frames"):
-        probe_sets(data, paths)
+    with Stage(f"probe sets: {', '.join(t.name for t in plan.tasks)}"):
+        tasks.build_sets(data, plan.tasks, paths)
     data = dataclasses.replace(data, store=store.path)
-    references, reference_weights = spec.references, weights
-    if pretrain.arm == "lora" and pretrain.base in ("", "synthetic-demo"):
+    references, reference_weights = plan.spec.references, plan.weights
+    if plan.pretrain.arm == "lora" and plan.pretrain.base in ("", "synthetic-demo"):
         from sportray.trial import ensure_demo_base
         # once, before trials race for it; without DINOv3 it is the bar the adapters are read against
         reference_weights = ensure_demo_base(data, store.path, str(storage_path / "train"))
         references = tuple(r for r in references if r != "dinov3") + ("base",)
+    return data, store.key, references, reference_weights
 
-    sweep_dir = latest_sweep_dir(storage_path, spec.name) if resume else None
-    if resume and sweep_dir is None:
-        raise ConfigError(f"--resume: no interrupted sweep named {spec.name}-* under {storage_path}")
-    if sweep_dir is None:
-        sweep_dir = storage_path / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    resolved = resolved_config(preset_name, pretrain, data, probe, seeds, n_configs, scheduler, search_seed,
-                               space, store.key, reference_weights)
-    if resume:
-        check_resume(sweep_dir, resolved, force=force_resume)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / SWEEP_CONFIG).write_text(json.dumps(resolved, indent=1, sort_keys=True, default=str))
-    exp_id = tracking.experiment_id(client, spec.name)
-    parent = tracking.parent_run(client, exp_id, spec.name, sweep_dir, {
-        "preset": preset_name, "num_configs": n_configs, "seeds": ",".join(map(str, seeds)),
-        "metric": objective(spec), "scheduler": scheduler, "search_seed": search_seed})
 
-    ctx = {"pretrain": dataclasses.asdict(pretrain), "data": dataclasses.asdict(data),
-           "probe": dataclasses.asdict(probe), "seeds": seeds, "tracking_uri": tracking_uri,
-           "experiment": spec.name, "parent_run_id": parent, "storage": str(storage_path / "train"),
-           "objective": objective(spec)}
+def _tuner(plan: SweepPlan, ctx: dict, sweep_dir: Path, storage_path: Path, resume: bool):
+    """The Tune run: restored from the sweep's folder on --resume, else Optuna (its study in
+    sqlite beside the sweep) behind the seed Repeater, optionally ASHA."""
+    from ray import tune
+
     trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx), {"cpu": 0.01})
-
+    pretrain, n_trials = plan.pretrain, plan.n_configs * len(plan.seeds)
     if resume and tune.Tuner.can_restore(str(sweep_dir)):
         say(f"resuming sweep {sweep_dir}")
-        tuner = tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_errored=True)
-    else:
-        from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
+        return tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_errored=True)
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
 
-        # Start points: the preset's first recipes (e.g. the views comparison at equal steps),
-        # minus fields fixed by --set; Optuna's TPE proposes the rest.
-        start = [{k: v for k, v in p.items() if k in space} for p in preset.start_points[:n_configs]]
-        # The study lives beside the sweep (sqlite): optuna-dashboard opens it, and --resume
-        # (which restores this searcher from Tune's checkpoint) keeps writing to it.
-        import optuna
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        searcher = OptunaSearch(metric=objective(spec), mode=spec.mode, seed=search_seed,
-                                points_to_evaluate=[p for p in start if p] or None,
-                                study_name=sweep_dir.name, storage=optuna.storages.RDBStorage(
-                                    optuna_uri(sweep_dir)))
-        # Always through the Repeater, even for one seed: it hides Train's intermediate reports
-        # (which lack the probe metric) from OptunaSearch, and tells Optuna a diverged recipe failed.
-        searcher = _FailAwareRepeater.make(searcher, repeat=len(seeds))
-        searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent(pretrain))
-        sched = None
-        if scheduler == "asha":
-            from ray.tune.schedulers import ASHAScheduler
-            # stop_last_trials=False: a trial that reaches the last step must go on to its probe
-            # (ASHA would otherwise stop every trial at max_t, before any probe ran).
-            sched = ASHAScheduler(metric="train/loss", mode="min", time_attr="step",
-                                  max_t=pretrain.steps, grace_period=max(1, pretrain.steps // 4),
-                                  reduction_factor=2, stop_last_trials=False)
-        from sportray.console import TrialNamer
-        from sportray.tuneconsole import SweepConsole
+    from sportray.console import TrialNamer
+    from sportray.tuneconsole import SweepConsole
 
-        # Tune's own output off (verbose=0): SweepConsole prints a short table instead, trials
-        # named by recipe and seed ("2x224 40st clip1 lr1e-3 s0"), as their MLflow runs are.
-        tuner = tune.Tuner(
-            trainable, param_space=build_space(space),
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=sched,
-                                        num_samples=n_configs * len(seeds),
-                                        trial_name_creator=TrialNamer(seeds)),
-            run_config=tune.RunConfig(name=sweep_dir.name, storage_path=str(storage_path),
-                                      failure_config=tune.FailureConfig(max_failures=1), verbose=0,
-                                      callbacks=[SweepConsole(n_configs * len(seeds), pretrain.steps,
-                                                              objective(spec))]))
-    say(f"trials: {n_configs} recipes x {len(seeds)} seeds, up to {max_concurrent(pretrain)} at a time; "
-        f"Optuna study {_rel(sweep_dir / OPTUNA_DB)}")
-    results = tuner.fit()
-    failed = failed_trials(results)
-    if results and len(failed) == len(results):
-        for trial, reason in failed:
-            say(f"trial {trial} failed: {reason}")
-        tracking.set_status(client, parent, "failed", note=f"all {len(results)} trials failed")
-        raise SweepFailed(f"all {len(results)} trials failed, so there is nothing to rank; the last said: "
-                          f"{failed[-1][1]}")
-    # The floor (and the bar) over the trials' seeds: a reference row has a spread like any row.
-    # After the trials, not beside them: their probes would take the cores Ray Data reads with.
-    run_references(references, seeds, data=data, probe=probe, tracking_uri=tracking_uri,
-                   experiment=spec.name, parent_run_id=parent, weights=reference_weights,
-                   model=pretrain.model, gpus=1.0 if pretrain.gpus_per_worker > 0 else 0.0)
-    _mark_stopped_early(client, exp_id, parent, results)
+    # Start points: the preset's first recipes (e.g. the views comparison at equal steps),
+    # minus fields fixed by --set; Optuna's TPE proposes the rest.
+    start = [{k: v for k, v in p.items() if k in plan.space} for p in plan.preset.start_points[:plan.n_configs]]
+    # The study lives beside the sweep (sqlite): optuna-dashboard opens it, and --resume
+    # (which restores this searcher from Tune's checkpoint) keeps writing to it.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searcher = OptunaSearch(metric=objective(plan.spec), mode=plan.spec.mode, seed=plan.search_seed,
+                            points_to_evaluate=[p for p in start if p] or None,
+                            study_name=sweep_dir.name, storage=optuna.storages.RDBStorage(optuna_uri(sweep_dir)))
+    # Always through the Repeater, even for one seed: it hides Train's intermediate reports
+    # (which lack the probe metric) from OptunaSearch, and tells Optuna a diverged recipe failed.
+    searcher = _FailAwareRepeater.make(searcher, repeat=len(plan.seeds))
+    searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent(pretrain))
+    sched = None
+    if plan.scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+        # stop_last_trials=False: a trial that reaches the last step must go on to its probe
+        # (ASHA would otherwise stop every trial at max_t, before any probe ran).
+        sched = ASHAScheduler(metric="train/loss", mode="min", time_attr="step", max_t=pretrain.steps,
+                              grace_period=max(1, pretrain.steps // 4), reduction_factor=2, stop_last_trials=False)
+    say(f"trials: {plan.n_configs} recipes x {len(plan.seeds)} seeds, up to {max_concurrent(pretrain)} at a "
+        f"time; Optuna study {_rel(sweep_dir / OPTUNA_DB)}")
+    # Tune's own output off (verbose=0): SweepConsole prints a short table instead, trials
+    # named by recipe and seed ("2x224 40st clip1 lr1e-3 s0"), as their MLflow runs are.
+    return tune.Tuner(
+        trainable, param_space=build_space(plan.space),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=sched, num_samples=n_trials,
+                                    trial_name_creator=TrialNamer(plan.seeds)),
+        run_config=tune.RunConfig(name=sweep_dir.name, storage_path=str(storage_path),
+                                  failure_config=tune.FailureConfig(max_failures=1), verbose=0,
+                                  callbacks=[SweepConsole(n_trials, pretrain.steps, objective(plan.spec))]))
 
+
+def _finish(plan: SweepPlan, client, exp_id: str, parent: str, sweep_dir: Path, n_trials: int, n_errors: int,
+            ray_info: dict) -> dict:
+    """The scorecard of the sweep's runs into its folder and onto the parent run, which opens on
+    the answer (summary metrics, the best recipe, the scorecard as its description); then the
+    summary (summary.json) and the console's last lines."""
+    from sportray import scorecard, tracking
+
+    spec = plan.spec
     records = scorecard.load_runs(client, spec.name, parent_run_id=parent)
-    card = scorecard.build(records)
+    card = scorecard.build(records, probe_tasks=plan.tasks)
     out_dir = sweep_dir / "scorecard"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scorecard.md").write_text(scorecard.to_markdown(card))
     (out_dir / "scorecard.csv").write_text(scorecard.to_csv(card))
     plot = scorecard.plot_vs_steps(card, out_dir / "metrics_vs_steps.png")
-    for f in (out_dir / "scorecard.md", out_dir / "scorecard.csv", plot):
-        if f and Path(f).exists():
-            client.log_artifact(parent, str(f))
-    errors = failed
     best = best_recipe(card, spec.metric)
-    # The parent run opens on the answer: summary metrics (columns in the run list), the best
-    # recipe and its runs as tags, the scorecard as its description (rendered markdown).
     names = {r.run_id: r.run_name for r in records}
-    client.log_batch(parent, metrics=[tracking.Metric(k, float(v), int(time.time() * 1000), 0) for k, v in
-                                      sweep_metrics(card, best, spec.metric, len(results), len(errors)).items()])
-    tracking.set_status(client, parent, "finished")
-    client.set_tag(parent, tracking.TAG_NOTE, f"**Scorecard** (ranked on validation; test reported)\n\n"
-                   + scorecard.to_markdown(card)[:60000])
-    tracking.probe_view(client, exp_id, objective(spec))   # the experiment opens on this (final_lines)
-    if best:
-        client.set_tag(parent, "sportray.best", best["config"])
-        client.set_tag(parent, "sportray.best_runs", ", ".join(names.get(r, r) for r in best["run_ids"]))
+    tracking.log_sweep_end(
+        client, parent, sweep_metrics(card, best, spec.metric, n_trials, n_errors),
+        note="**Scorecard** (ranked on validation; test reported)\n\n" + scorecard.to_markdown(card),
+        best=(best["config"], [names.get(r, r) for r in best["run_ids"]]) if best else None,
+        artifacts=[f for f in (out_dir / "scorecard.md", out_dir / "scorecard.csv", plot) if f and Path(f).exists()])
+    tracking.probe_view(client, exp_id, [spec.metric] + [t.metric for t in plan.tasks if t.metric != spec.metric])
     summary = {"sweep_dir": str(sweep_dir), "experiment": spec.name, "parent_run_id": parent,
-               "trials": len(results), "errored_trials": len(errors), "best": best,
+               "trials": n_trials, "errored_trials": n_errors, "best": best,
                "beats_floor": card.beats_floor(),
-               "scorecard": str(out_dir / "scorecard.md"), "tracking_uri": tracking_uri,
+               "scorecard": str(out_dir / "scorecard.md"), "tracking_uri": plan.tracking_uri,
                "dashboard_url": ray_info["dashboard_url"]}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    print("\n".join(final_lines(spec, card, best, names, summary, sweep_dir, len(results), len(errors),
-                                 exp_id)), flush=True)
+    print("\n".join(final_lines(spec, card, best, names, summary, sweep_dir, n_trials, n_errors, exp_id)),
+          flush=True)
     return summary
 
 

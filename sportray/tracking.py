@@ -45,12 +45,18 @@ import math
 import os
 import re
 import time
+import warnings
 from dataclasses import fields as _dc_fields
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
+import numpy as np
+
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.pyfunc import save_model as save_pyfunc
+from mlflow.types import Schema, TensorSpec
 from mlflow.tracking import MlflowClient
 
 from sportray.config import DataConfig, PretrainConfig
@@ -64,7 +70,12 @@ TAG_SWEEP_DIR = "sportray.sweep_dir"
 TAG_TRIAL_ID = "sportray.trial_id"
 TAG_CONFIG_KEY = "sportray.config_key"
 TAG_STATUS = "sportray.status"             # one of STATUSES (below)
-TAG_REFERENCE = "sportray.reference"       # random | dinov3 | base
+TAG_REFERENCE = "sportray.reference"       # random | dinov3 | base | timm NAME (sportray/references.py)
+TAG_BASE = "sportray.base"                 # the LoRA arm's frozen base: a weights path or synthetic-demo
+TAG_CI_UNIT = "sportray.ci_unit."          # + task: what the task's test interval resampled
+TAG_PROBESET = "sportray.probeset."        # + task.what: how the task's probe set was made
+TAG_BEST = "sportray.best"                 # a sweep's parent run: its best recipe (by validation)
+TAG_BEST_RUNS = "sportray.best_runs"       # ... and that recipe's runs (names)
 TAG_SEED = "sportray.seed"                 # a reference run's seed, set when the run is created
 TAG_PARENT = "mlflow.parentRunId"
 TAG_NOTE = "mlflow.note.content"           # the run's description in the MLflow UI
@@ -76,7 +87,6 @@ EXPERIMENT_KIND = "custom_model_development"
 
 KIND_SWEEP, KIND_TRIAL, KIND_REFERENCE = "sweep", "trial", "reference"
 STATUSES = ("running", "finished", "diverged", "failed", "stopped")   # stopped: early, by ASHA
-REFERENCES = ("random", "dinov3", "base")   # base: the LoRA arm's frozen base (not DINOv3)
 _MLFLOW_STATUS = {"running": "RUNNING", "finished": "FINISHED", "diverged": "FINISHED",
                   "failed": "FAILED", "stopped": "KILLED"}
 
@@ -313,8 +323,8 @@ def reference_run(client: MlflowClient, experiment_id: str, parent_id: str | Non
     Tags ``sportray.kind=reference``, ``sportray.reference``, ``sportray.config_key =
     "reference <name>"``; params ``arm=reference``, ``steps=0`` plus ``params``.
     """
-    if reference not in REFERENCES:
-        raise ValueError(f"reference {reference!r}: expected one of {', '.join(REFERENCES)}")
+    if not reference:
+        raise ValueError("reference_run: no reference named")
     # One run per (parent, reference, seed): the random floor has a spread over seeds too. The
     # seed is a tag set at creation, so references of several seeds created at once (threads)
     # never take each other's run before its params are logged.
@@ -340,19 +350,22 @@ def reference_run(client: MlflowClient, experiment_id: str, parent_id: str | Non
 # from the experiment tag mlflow.sharedViewState.<key> when its URL says ?viewStateShareKey=<key>.
 SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
 VIEW_KEY = "probes"
-VIEW_METRICS = ("valid/basketball_iou", "test/basketball_iou", "test/basketball_iou_ci_low",
-                "test/basketball_iou_ci_high", "valid/soccer_bal_acc", "test/soccer_bal_acc",
-                "test/soccer_bal_acc_ci_low", "test/soccer_bal_acc_ci_high", "final_loss")
 VIEW_PARAMS = ("views", "steps", "clip", "lr", "seed")
 
 
-def probe_view(client: MlflowClient, experiment_id: str, order_by: str = "valid/basketball_iou") -> str:
+def probe_view(client: MlflowClient, experiment_id: str, metrics: Iterable[str] = ("basketball_iou",),
+               order_by: str = "") -> str:
     """Store the experiment's probe view (trial and reference runs as one flat list, the probe
-    metrics and recipe params as columns, ranked on `order_by`) and return the UI's URL path
-    for it: ``#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=probes``."""
+    `metrics` (base names, the first chooses) on validation and test with the test interval,
+    and the recipe params as columns, ranked on `order_by` (default: the first metric on
+    validation)) and return the UI's URL path for it:
+    ``#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=probes``."""
     import json
 
-    state = {"selectedColumns": [f"metrics.`{m}`" for m in VIEW_METRICS] + [f"params.`{p}`" for p in VIEW_PARAMS],
+    metrics = tuple(metrics)
+    order_by = order_by or f"valid/{metrics[0]}"
+    shown = [n for m in metrics for n in (f"valid/{m}", f"test/{m}", f"test/{m}_ci_low", f"test/{m}_ci_high")]
+    state = {"selectedColumns": [f"metrics.`{m}`" for m in (*shown, "final_loss")] + [f"params.`{p}`" for p in VIEW_PARAMS],
              "orderByKey": f"metrics.`{order_by}`", "orderByAsc": False,
              "searchFilter": f"tags.`{TAG_KIND}` != '{KIND_SWEEP}'"}
     now = int(time.time() * 1000)
@@ -392,64 +405,45 @@ def set_status(client: MlflowClient, run_id: str, status: str, note: str | None 
 # one per metric: the probe metrics with their intervals and unit counts (the scorecard reads
 # those), the LeJEPA curves (train/*), final_loss and the status numbers. Everything else a trial
 # or probe computes (per-class recalls, item counts, the probe's chosen lr, store size, ...) goes
-# to the run's `details.json` artifact; per-class recalls also to `soccer_recall.csv` and a chart.
-_HEADLINE = re.compile(r"(valid|test)/(basketball_iou|soccer_bal_acc)(_ci_low|_ci_high)?"
-                       r"|(valid|test)/(basketball|soccer)_units|train/[^/]+"
-                       r"|final_loss|diverged|diverged_step|stopped_step|steps_done|probe_seconds")
+# to the run's `details.json` artifact. Which probe metrics are headline is the probe tasks' say
+# (ProbeTask.headline, passed in the probe record).
+_HEADLINE = re.compile(r"train/[^/]+|final_loss|diverged|diverged_step|stopped_step|steps_done|probe_seconds")
 DETAILS_ARTIFACT = "details.json"
-RECALL_PREFIX = "test/soccer_recall/"
 
 
-def is_headline(name: str) -> bool:
-    return _HEADLINE.fullmatch(name) is not None
+def is_headline(name: str, probe_headline: Iterable[str] = ()) -> bool:
+    return _HEADLINE.fullmatch(name) is not None or name in probe_headline
 
 
-def _write_details(details: Mapping[str, float], directory: Path) -> list[Path]:
-    """details.json (every non-headline metric) and, for per-class recalls, a CSV and a chart."""
-    import json
-
-    out = [directory / DETAILS_ARTIFACT]
-    out[0].write_text(json.dumps(dict(sorted(details.items())), indent=1))
-    recalls = {k[len(RECALL_PREFIX):]: float(v) for k, v in details.items() if k.startswith(RECALL_PREFIX)}
-    if recalls:
-        rows = sorted(recalls.items())
-        csv = directory / "soccer_recall.csv"
-        csv.write_text("class,test_recall\n" + "".join(f'"{c}",{r:.6f}\n' for c, r in rows))
-        out.append(csv)
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            from matplotlib.figure import Figure
-
-            fig = Figure(figsize=(6, 0.28 * len(rows) + 0.8))
-            ax = fig.subplots()
-            ax.barh([c for c, _ in rows][::-1], [r for _, r in rows][::-1], color="#3b7dd8")
-            ax.set_xlim(0, 1)
-            ax.set_xlabel("test recall (soccer probe, per class)")
-            fig.tight_layout()
-            fig.savefig(directory / "soccer_recall.png", dpi=80)
-            out.append(directory / "soccer_recall.png")
-        except Exception as exc:   # noqa: BLE001 - the numbers are in the CSV either way
-            log.warning("run: per-class recall chart not drawn (%s)", exc)
-    return out
+def probe_tags(probe: Mapping) -> dict[str, str]:
+    """The tags of a probe record (trial.probe_record): what each task's interval resampled
+    (sportray.ci_unit.<task>) and how its probe set was made (sportray.probeset.<task>.<what>)."""
+    return {**{TAG_CI_UNIT + task: unit for task, unit in probe.get("ci_units", {}).items()},
+            **{f"{TAG_PROBESET}{task}.{what}": str(value)[:5000]
+               for task, made in probe.get("probe_sets", {}).items() for what, value in made.items()}}
 
 
 def log_final(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
               artifacts: Iterable[str | os.PathLike] = (), status: str = "finished",
-              step: int = 0, tags: Mapping[str, str] | None = None) -> None:
+              step: int = 0, tags: Mapping[str, str] | None = None, probe: Mapping | None = None) -> None:
     """Final metrics (probe results with CIs, final_loss, diverged...), tags, artifacts, then status.
 
-    Only headline metrics (``is_headline``) become MLflow metrics; the rest go to
-    ``details.json`` (recalls also to ``soccer_recall.csv``/``.png``), so a run stays under 30
-    metrics. Metric values that are None are skipped (NaN is logged as NaN). A directory
+    ``probe``: the probe record (trial.probe_record): its headline names and tags. Only headline
+    metrics (``is_headline``) become MLflow metrics; the rest go to ``details.json``, so a run
+    stays under 30 metrics. Metric values that are None are skipped (NaN is logged as NaN). A directory
     artifact is logged under its own name; a missing artifact path is warned about and skipped
     so the metrics and the status still land. For ``diverged`` the run description says so.
     """
     import tempfile
 
+    import json
+
+    probe = probe or {}
+    headline = set(probe.get("headline", ()))
+    tags = {**probe_tags(probe), **(tags or {})}
     ts = int(time.time() * 1000)
-    shown = {k: v for k, v in metrics.items() if v is not None and is_headline(k)}
-    details = {k: v for k, v in metrics.items() if v is not None and not is_headline(k)
+    shown = {k: v for k, v in metrics.items() if v is not None and is_headline(k, headline)}
+    details = {k: v for k, v in metrics.items() if v is not None and not is_headline(k, headline)
                and isinstance(v, (int, float)) and not isinstance(v, bool)}
     # 6 significant digits: a run page reads 0.35, not 0.35000000000000003 (the probes' own
     # resolution is far coarser; probe_items.npz keeps every item for the scorecard)
@@ -460,8 +454,9 @@ def log_final(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
         _set_tags(client, run_id, tags)
     if details:
         with tempfile.TemporaryDirectory() as tmp:
-            for f in _write_details(details, Path(tmp)):
-                client.log_artifact(run_id, str(f))
+            f = Path(tmp, DETAILS_ARTIFACT)
+            f.write_text(json.dumps(dict(sorted(details.items())), indent=1))
+            client.log_artifact(run_id, str(f))
     for a in artifacts:
         p = Path(a)
         if p.is_dir():
@@ -477,6 +472,147 @@ def log_final(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
         note = (f"**Diverged{where}** (loss spike / NaN). Excluded from scorecard means; check the "
                 "train/* curves. Filter: tags.sportray.status = 'diverged'.")
     set_status(client, run_id, status, note=note)
+
+
+def mark_stopped(client: MlflowClient, experiment_id: str, parent_id: str, trial_id: str, step: int,
+                 note: str) -> bool:
+    """A trial's run that a scheduler stopped early: `stopped_step`, status "stopped" and `note`.
+    False when the run is not found or no longer "running"."""
+    done = False
+    for run in _find_runs(client, experiment_id, {TAG_TRIAL_ID: trial_id, TAG_PARENT: parent_id}):
+        if run.data.tags.get(TAG_STATUS) == "running":
+            client.log_metric(run.info.run_id, "stopped_step", float(step), step=step)
+            set_status(client, run.info.run_id, "stopped", note=note)
+            done = True
+    return done
+
+
+def log_sweep_end(client: MlflowClient, parent_id: str, metrics: Mapping[str, float], note: str,
+                  best: tuple[str, list[str]] | None, artifacts: Iterable[str | os.PathLike]) -> None:
+    """The sweep's parent run opens on the answer: its summary metrics (run-list columns), the
+    scorecard as its description, the best recipe and its runs as tags (sportray.best,
+    sportray.best_runs), the scorecard files as artifacts; status finished."""
+    for a in artifacts:
+        client.log_artifact(parent_id, str(a))
+    ts = int(time.time() * 1000)
+    client.log_batch(parent_id, metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()])
+    set_status(client, parent_id, "finished")
+    tags = {TAG_NOTE: note[:60000]}
+    if best:
+        tags.update({TAG_BEST: best[0], TAG_BEST_RUNS: ", ".join(best[1])})
+    _set_tags(client, parent_id, tags)
+
+
+MODEL_NAME = "backbone"
+# frames in, embeddings out (sportray/mlflow_model.py): uint8 (N, H, W, 3) -> float32 (N, D)
+_BACKBONE_SIGNATURE = ModelSignature(inputs=Schema([TensorSpec(np.dtype("uint8"), (-1, -1, -1, 3))]),
+                                     outputs=Schema([TensorSpec(np.dtype("float32"), (-1, -1))]))
+
+
+def log_backbone(client: MlflowClient, run_id: str, backbone_dir: str | os.PathLike,
+                 params: Mapping[str, object]) -> str:
+    """The trained backbone as an MLflow logged model of the run (MLflow 3's Models tab and the
+    run page list it): a pyfunc model (sportray/mlflow_model.py) holding the checkpoint folder,
+    with the trial's config as the model's params. Once per run: a resumed trial finds its
+    model. Returns the model id."""
+    import tempfile
+
+    experiment = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}'")
+    ready = [m for m in found if str(m.status).endswith("READY")]
+    if ready:
+        return ready[0].model_id
+    model = client.create_logged_model(experiment, name=MODEL_NAME, source_run_id=run_id,
+                                       params={k: _param_str(v) for k, v in params.items()})
+    with tempfile.TemporaryDirectory() as tmp, _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), \
+            warnings.catch_warnings():
+        # no input example: MLflow would load and run the model to check it (seconds per trial); the
+        # signature says what goes in. Explicit requirements: its inference profiles the model too.
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+        save_pyfunc(Path(tmp, "model"), python_model=str(Path(__file__).with_name("mlflow_model.py")),
+                                 artifacts={"backbone": str(backbone_dir)}, pip_requirements=["sportray"],
+                                 signature=_BACKBONE_SIGNATURE)
+        client.log_model_artifacts(model.model_id, str(Path(tmp, "model")))
+    client.finalize_logged_model(model.model_id, "READY")
+    return model.model_id
+
+
+def set_base(client: MlflowClient, run_id: str, base_label: str) -> None:
+    """Tag what the LoRA arm's frozen base was (a weights path, or synthetic-demo)."""
+    _set_tags(client, run_id, {TAG_BASE: base_label})
+
+
+def finished_metrics(client: MlflowClient, run_id: str) -> dict | None:
+    """A run's metrics when it is done (finished with test metrics, or diverged); else None."""
+    run = client.get_run(run_id)
+    status = run.data.tags.get(TAG_STATUS)
+    if status in ("finished", "diverged") and (
+            any(m.startswith("test/") for m in run.data.metrics) or status == "diverged"):
+        return {**run.data.metrics, "status": status, "mlflow_run_id": run_id}
+    return None
+
+
+def fail_if_running(client: MlflowClient, run_id: str, note: str) -> None:
+    """A run that crashed says so ("failed"), never left looking "running"."""
+    if client.get_run(run_id).data.tags.get(TAG_STATUS) == "running":
+        set_status(client, run_id, "failed", note=note[:500])
+
+
+def metric_histories(client: MlflowClient, run_id: str, names: Iterable[str]) -> dict[str, list[tuple[int, float]]]:
+    """{name: [(step, value), ...] by step} for the names the run has."""
+    out = {}
+    for name in names:
+        hist = client.get_metric_history(run_id, name)
+        if hist:
+            out[name] = sorted((m.step, m.value) for m in hist)
+    return out
+
+
+def run_record(client: MlflowClient, run_id: str, artifact: str) -> dict:
+    """A run's JSON artifact with the run's metrics and experiment id added ("metrics",
+    "experiment_id"); FileNotFoundError naming the run when it has no such artifact."""
+    import json
+    import tempfile
+
+    try:
+        run = client.get_run(run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            record = json.loads(Path(client.download_artifacts(run_id, artifact, tmp)).read_text())
+    except Exception as exc:
+        raise FileNotFoundError(f"run {run_id}: no {artifact} artifact in {client.tracking_uri} "
+                                f"({type(exc).__name__}: {str(exc)[:200]})") from None
+    return {**record, "metrics": dict(run.data.metrics), "experiment_id": run.info.experiment_id}
+
+
+def experiment_runs(client: MlflowClient, experiment_name: str) -> list[dict]:
+    """Every active run of an experiment as plain data: run_id, run_name, status (MLflow's),
+    end_time (ms; the start time while running), tags, params, metrics. TrackingError naming the
+    experiments there when it does not exist."""
+    exp = client.get_experiment_by_name(experiment_name)
+    if exp is None or exp.lifecycle_stage == "deleted":
+        names = [e.name for e in client.search_experiments(max_results=50)]
+        raise TrackingError(
+            f"no experiment named {experiment_name!r} in {client.tracking_uri!r}"
+            f" (experiments there: {', '.join(names) or 'none'}). Pass --experiment NAME "
+            "(the sweep script's stem) and the store with --tracking-uri / MLFLOW_TRACKING_URI.")
+    out, token = [], None
+    while True:
+        page = client.search_runs([exp.experiment_id], run_view_type=ViewType.ACTIVE_ONLY,
+                                  max_results=1000, page_token=token)
+        out += [{"run_id": run.info.run_id, "run_name": run.info.run_name or "", "status": run.info.status,
+                 "end_time": run.info.end_time or run.info.start_time or 0, "tags": dict(run.data.tags),
+                 "params": dict(run.data.params), "metrics": dict(run.data.metrics)} for run in page]
+        token = page.token
+        if not token:
+            return out
+
+
+def download_artifact(client: MlflowClient, run_id: str, path: str, directory: str) -> str | None:
+    """A run's artifact downloaded into `directory`; None when the run has no such artifact."""
+    try:
+        return client.download_artifacts(run_id, path, directory)
+    except (MlflowException, OSError):
+        return None
 
 
 class StepLogger:

@@ -38,18 +38,12 @@ def load_rerun(tracking_uri: str, run_id: str) -> tuple[PretrainConfig, DataConf
     The record is its trial_config.json plus the original run's metrics (to compare with)."""
     from sportray import tracking
 
-    client = tracking.connect(tracking_uri)
     try:
-        run = client.get_run(run_id)
-        with tempfile.TemporaryDirectory() as tmp:
-            record = json.loads(Path(client.download_artifacts(run_id, "trial_config.json", tmp)).read_text())
-    except Exception as exc:
-        raise FileNotFoundError(f"--rerun {run_id}: no trial with a trial_config.json artifact in "
-                                f"{tracking_uri} ({type(exc).__name__}: {str(exc)[:200]})") from None
+        record = tracking.run_record(tracking.connect(tracking_uri), run_id, "trial_config.json")
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"--rerun {run_id}: not a trial ({exc})") from None
     probe = dict(record["probe"])
     probe["lrs"] = tuple(probe.get("lrs", ProbeConfig().lrs))
-    record["metrics"] = dict(run.data.metrics)
-    record["experiment_id"] = run.info.experiment_id
     return PretrainConfig(**record["pretrain"]), DataConfig(**record["data"]), ProbeConfig(**probe), record
 
 
@@ -59,80 +53,53 @@ def say(msg: str) -> None:
 
 # ----------------------------------------------------------------------------- probes
 
-def probe_backbone(backbone_source: dict, soccer_npz: str, basketball_npz: str, probe: ProbeConfig,
+def probe_backbone(backbone_source: dict, sets: dict[str, str], probe: ProbeConfig,
                    out_dir: str) -> tuple[dict, list[str]]:
-    """Probe one backbone; returns (metrics, artifact paths). Runs where it is called
-    (a Ray task with a GPU in a sweep): features once per probe set, both probes, panels.
+    """Probe one backbone on each task's probe set (`sets`: {task name: path}); returns
+    (metrics, artifact paths). Runs where it is called (a Ray task with a GPU in a sweep).
 
     Metrics say their split (`valid/...` chooses, `test/...` reports); the per-item results of
     both splits go to `probe_items.npz`, which the scorecard resamples over seeds and units.
-
-    backbone_source: {"checkpoint": dir} | {"reference": "random", "model": name, "seed": s}
-                     | {"reference": "dinov3", "weights": path}
     """
     import torch
 
-    from sportray import backbones, panels, probes
+    from sportray import references, tasks
     from sportray.data.probesets import load
 
-    if "checkpoint" in backbone_source:
-        backbone, _meta = backbones.load_checkpoint(backbone_source["checkpoint"])
-    elif backbone_source["reference"] == "random":
-        backbone = backbones.build_backbone(backbone_source.get("model", "vit_small"),
-                                            seed=int(backbone_source.get("seed", 0)))
-    else:
-        backbone = backbones.load_dinov3(backbone_source.get("weights") or None)
+    backbone = references.load(backbone_source)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    bb, sc = load(basketball_npz), load(soccer_npz)
+    chosen = [t for t in tasks.resolve(probe) if sets.get(t.name)]
+    arrays = {t.name: load(sets[t.name]) for t in chosen}
     t0 = time.time()
-    result = probes.evaluate(backbone, bb, sc, probe, device=device)
-    metrics = dict(result["metrics"])
+    results = tasks.evaluate(backbone, arrays, probe, device=device, tasks=chosen)
+    metrics = tasks.metrics(results)
     metrics["probe_seconds"] = time.time() - t0
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    artifacts = []
-    b, s = result["basketball"], result["soccer"]
-    if b is not None:
-        te = b.test_indices
-        artifacts.append(panels.basketball_rows(bb["images"][te], bb["masks"][te], b.probs, b.per_frame_iou,
-                                                out / "basketball_rows.png", gt_tiles=bb["tiles"][te]))
-        metrics["test/basketball_empty_frames"] = float(b.empty_frames)
-    if s is not None:
-        te = s.test_indices
-        artifacts.append(panels.soccer_top5(sc["images"][te], s.probs, s.labels, out / "soccer_top5.png"))
-        for name, r in s.per_class_recall.items():
-            if r == r:  # NaN: class absent from the test games
-                metrics[f"test/soccer_recall/{name.replace('->', ' to ')}"] = r
-    probes.save_items(result, out / probes.ITEMS_ARTIFACT)
-    artifacts.append(str(out / probes.ITEMS_ARTIFACT))
-    from sportray.data.probesets import mlflow_tags
+    artifacts = [p for t in chosen for p in t.panel(arrays[t.name], results[t.name], out)]
+    artifacts.append(tasks.save_items(results, out / tasks.ITEMS_ARTIFACT))
     (out / "probe_metrics.json").write_text(json.dumps(
-        {"metrics": metrics, "ci_units": probes.ci_units(result),
-         "probe_set_tags": {**mlflow_tags(soccer_npz), **mlflow_tags(basketball_npz)}}, indent=1))
-    artifacts.append(str(out / "probe_metrics.json"))
+        {"metrics": metrics, "ci_units": tasks.ci_units(results), "headline": tasks.headline(chosen),
+         "probe_sets": tasks.set_tags(chosen, sets)}, indent=1))
+    artifacts.append(out / "probe_metrics.json")
     return metrics, [str(a) for a in artifacts]
 
 
-def ci_unit_tags(artifacts: list[str]) -> dict[str, str]:
-    """MLflow tags naming what each probe's interval resamples (arena/game, or frame/event), from
-    the probe's probe_metrics.json among `artifacts`; {} when there was no probe."""
+def probe_record(artifacts: list[str]) -> dict:
+    """The probe's probe_metrics.json among `artifacts` ({} when there was no probe): the
+    intervals' units, the headline metric names and how the probe sets were made."""
     found = [a for a in artifacts if a.endswith("probe_metrics.json")]
-    doc = json.loads(Path(found[0]).read_text()) if found else {}
-    units = doc.get("ci_units", {})
-    # ... and how the probe sets were made (split source, COCO file, left-out events/images)
-    return {**{f"sportray.ci_unit.{task}": unit for task, unit in units.items()},
-            **doc.get("probe_set_tags", {})}
+    return json.loads(Path(found[0]).read_text()) if found else {}
 
 
-def run_probe_task(backbone_source: dict, soccer_npz: str, basketball_npz: str, probe: ProbeConfig,
-                   out_dir: str, gpus: float = 0.0, here_on_cpu: bool = False
+def run_probe_task(backbone_source: dict, sets: dict[str, str], probe: ProbeConfig, out_dir: str, gpus: float = 0.0, here_on_cpu: bool = False
                    ) -> tuple[dict, list[str]]:
     """probe_backbone as a Ray task, so that a sweep's probe takes a GPU only while it runs.
     `here_on_cpu`: without a GPU, run it in this process instead (a trial's process has torch and
     the probe code loaded already; a fresh Ray worker spends seconds of a 2-core machine importing
     them). Not for concurrent callers in one process (references): the panels use pyplot."""
     if gpus == 0 and here_on_cpu:
-        return probe_backbone(backbone_source, soccer_npz, basketball_npz, probe, out_dir)
+        return probe_backbone(backbone_source, sets, probe, out_dir)
     import ray
 
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -140,7 +107,7 @@ def run_probe_task(backbone_source: dict, soccer_npz: str, basketball_npz: str, 
     # Outside the Tune trial's placement group (it holds 0.01 CPU): the probe asks the cluster.
     task = ray.remote(num_cpus=0.5 if gpus == 0 else 1, num_gpus=gpus)(probe_backbone).options(
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
-    return ray.get(task.remote(backbone_source, soccer_npz, basketball_npz, probe, out_dir))
+    return ray.get(task.remote(backbone_source, sets, probe, out_dir))
 
 
 # ----------------------------------------------------------------------------- demo LoRA base
@@ -195,7 +162,7 @@ def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, trac
     key = config_key or tracking.config_key(cfg)
     run_id = tracking.trial_run(client, exp_id, parent_run_id, trial_id, key, params, cfg.seed,
                                 name_key=name_key)
-    done = _finished_metrics(client, run_id)
+    done = tracking.finished_metrics(client, run_id)
     if done is not None:
         say(f"trial {trial_id}: already finished in MLflow run {run_id}; not redone")
         return done
@@ -204,15 +171,14 @@ def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, trac
                                    storage, in_tune, do_probe)
     except BaseException as exc:
         # The run says what happened: a crash is "failed" (never left looking "running").
-        if client.get_run(run_id).data.tags.get("sportray.status") == "running":
-            tracking.set_status(client, run_id, "failed", note=f"{type(exc).__name__}: {exc}"[:500])
+        tracking.fail_if_running(client, run_id, f"{type(exc).__name__}: {exc}")
         raise
 
 
 def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, tracking_uri, storage,
                         in_tune, do_probe) -> dict:
-    from sportray import tracking
-    from sportray.data.defaults import frame_store, probe_sets, resolve
+    from sportray import tasks, tracking
+    from sportray.data.defaults import frame_store, resolve
     from sportray.data.frames import read_store
     from sportray.pretrain import run_pretrain
 
@@ -224,8 +190,8 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
             base_path, base_label = ensure_demo_base(data, store.path, storage), "synthetic-demo"
         else:
             base_path = cfg.base
-        client.set_tag(run_id, "sportray.base", base_label)
-    soccer_npz, basketball_npz = probe_sets(data, paths) if do_probe else ("", "")
+        tracking.set_base(client, run_id, base_label)
+    sets = tasks.build_sets(data, tasks.resolve(probe), paths) if do_probe else {}
     run_label = f"trial-{trial_id}"
     res = run_pretrain(cfg, read_store(store.path, data.max_frames, seed=cfg.seed), storage_path=str(Path(storage).resolve()),
                        run_name=run_label, tracking_uri=tracking_uri, mlflow_run_id=run_id,
@@ -253,9 +219,8 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
         if do_probe and res.status in ("finished", "diverged") and res.backbone_dir:
             gpus = min(1.0, cfg.gpus_per_worker) if cfg.gpus_per_worker > 0 else 0.0
             try:
-                metrics, probe_artifacts = run_probe_task({"checkpoint": res.backbone_dir}, str(soccer_npz),
-                                                          str(basketball_npz), probe, str(Path(tmp) / "probe"),
-                                                          gpus=gpus, here_on_cpu=True)
+                metrics, probe_artifacts = run_probe_task({"checkpoint": res.backbone_dir}, sets, probe,
+                                                          str(Path(tmp) / "probe"), gpus=gpus, here_on_cpu=True)
                 final.update(metrics)
                 artifacts += probe_artifacts
             except Exception as exc:
@@ -263,24 +228,25 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
                     raise
                 # A diverged backbone may hold NaN weights: its probe failing is part of the finding.
                 say(f"trial {trial_id}: probe of the diverged backbone failed ({type(exc).__name__}: {exc})")
+        if res.status == "finished" and res.backbone_dir:
+            # the backbone itself, loadable with mlflow.pyfunc.load_model (sportray/mlflow_model.py)
+            tracking.log_backbone(client, run_id, res.backbone_dir,
+                                  {**flatten(cfg), **{f"data.{k}": v for k, v in flatten(data).items()}})
         tracking.log_final(client, run_id, final, artifacts, status=res.status, step=res.steps,
-                           tags=ci_unit_tags(artifacts))
+                           probe=probe_record(artifacts))
     from sportray.metrics import report_probe
-    report_probe(tracking.run_name(key, cfg.seed), cfg.arm, {**final, "status": res.status})  # Grafana's sweep overview
+    report_probe(tracking.run_name(key, cfg.seed), cfg.arm, {**final, "status": res.status},   # Grafana's
+                 tasks.resolve(probe))                                                          # sweep overview
     final.update({"status": res.status, "mlflow_run_id": run_id, "checkpoint": res.backbone_dir})
     return final
 
 
 def _curves(client, run_id: str, tmp: str, title: str, res) -> list[str]:
     """The training curves as a picture (people look before they read)."""
-    from sportray import panels
+    from sportray import panels, tracking
 
     names = ("train/loss", "train/inv", "train/sigreg", "train/grad_norm", "train/rel_dist_init", "train/lr")
-    history = {}
-    for n in names:
-        hist = client.get_metric_history(run_id, n)
-        if hist:
-            history[n] = sorted((m.step, m.value) for m in hist)
+    history = tracking.metric_histories(client, run_id, names)
     if not history:
         return []
     path = Path(tmp) / "training_curves.png"
@@ -288,53 +254,31 @@ def _curves(client, run_id: str, tmp: str, title: str, res) -> list[str]:
     return [str(panels.training_curves(history, path, title=title, diverged_step=diverged_at))]
 
 
-def _finished_metrics(client, run_id: str) -> dict | None:
-    run = client.get_run(run_id)
-    status = run.data.tags.get("sportray.status")
-    if status in ("finished", "diverged") and (
-            any(m.startswith("test/") for m in run.data.metrics) or status == "diverged"):
-        out = dict(run.data.metrics)
-        out.update({"status": status, "mlflow_run_id": run_id})
-        return out
-    return None
-
-
 # ----------------------------------------------------------------------------- references
 
 def run_reference(reference: str, *, data: DataConfig, probe: ProbeConfig, tracking_uri: str,
                   experiment: str, parent_run_id: str | None = None, weights: str = "",
                   model: str = "vit_small", seed: int = 0, gpus: float = 0.0) -> dict:
-    """The floor (random init of `seed`) or the bar (frozen DINOv3) as a run of its own; the
-    probe heads and bootstrap use `seed` too, so a reference has a spread over seeds like a trial."""
-    from sportray import tracking
-    from sportray.data.defaults import probe_sets
+    """A reference (sportray/references.py: the random floor, the DINOv3 bar, the LoRA base, a
+    timm model) as a run of its own; the probe heads and bootstrap use `seed` too, so a
+    reference has a spread over seeds like a trial."""
+    from sportray import references, tasks, tracking
 
-    if reference == "dinov3" and not weights:
-        raise FileNotFoundError("the frozen-DINOv3 bar is unavailable: no weights file given. Pass "
-                                "--weights PATH (a DINOv3 ViT-S/16 checkpoint); sportray never downloads "
-                                "weights and never substitutes a random model for the bar")
-    if reference == "dinov3" and not Path(weights).is_file():
-        raise FileNotFoundError(f"--weights {weights}: file does not exist")
-    if reference == "base" and not Path(weights, "meta.json").is_file():
-        raise FileNotFoundError(f"reference base: {weights} is not a sportray backbone directory")
+    ref = references.check(reference, weights, model)
     probe = dataclasses.replace(probe, seed=seed)
     tracking_uri = absolute_tracking_uri(tracking_uri)
     client = tracking.connect(tracking_uri)
     exp_id = tracking.experiment_id(client, experiment)
-    params = {"reference": reference, "model": {"dinov3": "vit_small_patch16_dinov3", "base": "frozen base"}
-              .get(reference, model), "seed": seed, "weights": weights}
-    run_id = tracking.reference_run(client, exp_id, parent_run_id, reference, params, seed=seed)
-    done = _finished_metrics(client, run_id)
+    params = {"reference": reference, "model": ref.logged_model(model), "seed": seed, "weights": weights}
+    run_id = tracking.reference_run(client, exp_id, parent_run_id, ref.label(model), params, seed=seed)
+    done = tracking.finished_metrics(client, run_id)
     if done is not None:
         return done
-    soccer_npz, basketball_npz = probe_sets(data)
+    sets = tasks.build_sets(data, tasks.resolve(probe))
     source = {"reference": reference, "model": model, "seed": seed, "weights": weights}
-    if reference == "base":
-        source["checkpoint"] = weights       # the frozen base itself, probed like any backbone
     with tempfile.TemporaryDirectory() as tmp:
-        metrics, artifacts = run_probe_task(source, str(soccer_npz), str(basketball_npz), probe,
-                                            str(Path(tmp) / "probe"), gpus=gpus)
-        tracking.log_final(client, run_id, metrics, artifacts, status="finished", tags=ci_unit_tags(artifacts))
+        metrics, artifacts = run_probe_task(source, sets, probe, str(Path(tmp) / "probe"), gpus=gpus)
+        tracking.log_final(client, run_id, metrics, artifacts, status="finished", probe=probe_record(artifacts))
     metrics.update({"status": "finished", "mlflow_run_id": run_id})
     return metrics
 

@@ -44,7 +44,7 @@ def artifacts_dir() -> Path:
 
 def write_finished_sweep(client, art: Path) -> tuple[str, list[tuple[str, str]]]:
     """A finished tiny sweep as run_sweep/run_trial log it: (experiment id, [(run id, run name)])."""
-    from sportray import panels, tracking
+    from sportray import panels, tasks, tracking
     from sportray.config import PretrainConfig, flatten
 
     exp = tracking.experiment_id(client, "scratch_views", artifact_location=str(art))
@@ -76,7 +76,8 @@ def write_finished_sweep(client, art: Path) -> tuple[str, list[tuple[str, str]]]
                 "test/basketball_frames": 24, "test/soccer_bal_acc": acc, "test/soccer_bal_acc_ci_low": acc - 0.06,
                 "test/soccer_bal_acc_ci_high": acc + 0.06, "test/soccer_events": 34, "final_loss": 0.025,
                 "diverged": 0.0, "steps_done": 40, **{f"test/soccer_recall/class {k}": 0.5 for k in range(17)}},
-                [curves, run_dir / "trial_config.json"], status="finished", step=40)
+                [curves, run_dir / "trial_config.json"], status="finished", step=40,
+                probe={"headline": tasks.headline(tasks.resolve())})
             runs.append((run_id, tracking.run_name(key, seed)))
     tracking.set_status(client, parent, "finished")
     return exp, runs
@@ -165,7 +166,7 @@ def test_mlflow_opens_on_the_probe_view_and_a_trial_page_leads_with_its_probe_me
 
     base, exp, runs = mlflow_ui
     client = tracking.connect(base)   # through the server's REST API
-    view = tracking.probe_view(client, exp)
+    view = tracking.probe_view(client, exp, ["basketball_iou", "soccer_bal_acc"])
     t0 = time.monotonic()
     dom = chromium(f"{base}/{view}", tmp_path / "p", screenshot=artifacts_dir / "mlflow_runs.png",
                    budget_ms=30000)

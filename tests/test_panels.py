@@ -104,3 +104,12 @@ def test_basketball_rows_with_few_frames(tmp_path, n):
     images = np.zeros((n, 224, 224, 3), dtype=np.uint8)
     _assert_png(basketball_rows(images, np.zeros((n, 224, 224), bool), np.zeros((n, 14, 14)), np.ones(n),
                                 tmp_path / f"b{n}.png"))
+
+
+def test_recall_chart_writes_the_present_classes_as_csv_and_bars(tmp_path):
+    from sportray.panels import recall_chart
+
+    csv, png = recall_chart({"Goal": 0.5, "Penalty": float("nan"), "Corner": 0.25}, tmp_path)
+    assert csv.read_text().splitlines() == ["class,test_recall", '"Corner",0.250000', '"Goal",0.500000']
+    assert imread(png).ndim == 3
+    assert recall_chart({"Penalty": float("nan")}, tmp_path / "none") == []

@@ -12,20 +12,23 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score
 
-from sportray.config import SOCCER_CLASSES, ProbeConfig
+from sportray import tasks
+from sportray.config import SOCCER_CLASSES, ProbeConfig, replace
 from sportray.probes import (
-    PROBE_METRICS, BasketballResult, SoccerResult, balanced_accuracy, batched_balanced_accuracy, bootstrap_ci,
-    ci_units, empty_union_frames, evaluate, extract_features, iou_per_frame, load_items, metrics_dict,
-    per_class_recall, probe_basketball, probe_soccer, save_items, test_name, unit_bootstrap, unit_bootstrap_ci,
-    valid_name,
+    balanced_accuracy, batched_balanced_accuracy, bootstrap_ci, empty_union_frames, extract_features,
+    iou_per_frame, per_class_recall, unit_bootstrap, unit_bootstrap_ci,
 )
+from sportray.tasks import ci_units, evaluate, load_items, metrics, save_items
+from sportray.tasks.basketball import BasketballResult, probe_basketball
+from sportray.tasks.soccer import SoccerResult, probe_soccer
 
 BASKETBALL_NAMES = {f"{split}/basketball_{name}" for split in ("test", "valid") for name in (
-    "iou", "iou_ci_low", "iou_ci_high", "frames", "units")} | {"basketball_lr"}
+    "iou", "iou_ci_low", "iou_ci_high", "frames", "units")} | {"basketball_lr", "test/basketball_empty_frames"}
 SOCCER_NAMES = {f"{split}/soccer_{name}" for split in ("test", "valid") for name in (
     "bal_acc", "bal_acc_ci_low", "bal_acc_ci_high", "events", "units")} | {"soccer_lr"}
 CONTRACT_NAMES = BASKETBALL_NAMES | SOCCER_NAMES
 CFG = ProbeConfig(bootstrap=200)
+SHORT = replace(CFG, min_steps=200)          # fewer head steps where convergence is not the point
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -280,13 +283,13 @@ def test_soccer_probe_on_noise_is_near_chance():
 
 def test_probes_are_deterministic_for_a_seed():
     feats, labels, split = _soccer_data(True, per_class=10)
-    a = probe_soccer(feats, labels, split, cfg=CFG, device="cpu", min_steps=200)
-    b = probe_soccer(feats, labels, split, cfg=CFG, device="cpu", min_steps=200)
+    a = probe_soccer(feats, labels, split, cfg=SHORT, device="cpu")
+    b = probe_soccer(feats, labels, split, cfg=SHORT, device="cpu")
     np.testing.assert_array_equal(a.probs, b.probs)
     assert (a.lr, a.ci, a.val_scores) == (b.lr, b.ci, b.val_scores)
     bb = _basketball_data(True, n=30)
-    c = probe_basketball(*bb, cfg=CFG, device="cpu", min_steps=200)
-    d = probe_basketball(*bb, cfg=CFG, device="cpu", min_steps=200)
+    c = probe_basketball(*bb, cfg=SHORT, device="cpu")
+    d = probe_basketball(*bb, cfg=SHORT, device="cpu")
     np.testing.assert_array_equal(c.probs, d.probs)
     assert (c.iou, c.ci) == (d.iou, d.ci)
 
@@ -295,7 +298,7 @@ def test_missing_valid_split_holds_out_part_of_train():
     feats, labels, split = _soccer_data(True, per_class=6)
     split = np.where(split == "valid", "train", split)
     with pytest.warns(UserWarning, match="valid"):
-        r = probe_soccer(feats, labels, split, cfg=CFG, device="cpu", min_steps=200)
+        r = probe_soccer(feats, labels, split, cfg=SHORT, device="cpu")
     assert r.n_valid > 0 and r.bal_acc > 0.8
     with pytest.raises(ValueError, match="train and test"):
         probe_soccer(feats, labels, np.full(len(labels), "train"), cfg=CFG, device="cpu")
@@ -333,15 +336,15 @@ def test_evaluate_runs_both_probes_and_names_metrics_as_the_contract(tmp_path):
         "split": np.repeat(np.array(["train", "valid", "test"]), 17),
         "game": np.repeat(np.array(["g1", "g2", "g3", "g4", "g5", "g6"]), [9, 8, 9, 8, 9, 8]),
     }
-    cfg = ProbeConfig(bootstrap=50, feature_batch=16)
-    out = evaluate(TinyConvBackbone(), basketball, soccer, cfg, device="cpu", min_steps=200)
-    b, s = out["basketball"], out["soccer"]
+    cfg = ProbeConfig(bootstrap=50, feature_batch=16, min_steps=200)
+    out = evaluate(TinyConvBackbone(), {"basketball": basketball, "soccer": soccer}, cfg, device="cpu")
+    b, s = out["basketball"].detail, out["soccer"].detail
     assert isinstance(b, BasketballResult) and isinstance(s, SoccerResult)
-    m = out["metrics"]
-    assert set(m) == CONTRACT_NAMES
+    m = metrics(out)
+    recalls = {k for k in m if k.startswith("test/soccer_recall/")}
+    assert recalls and set(m) == CONTRACT_NAMES | recalls      # recalls: classes present in the test games
     assert all(isinstance(v, float) and np.isfinite(v) for v in m.values())
-    assert PROBE_METRICS == {"basketball": "basketball_iou", "soccer": "soccer_bal_acc"}
-    assert (test_name("soccer_bal_acc"), valid_name("soccer_bal_acc")) == ("test/soccer_bal_acc", "valid/soccer_bal_acc")
+    assert [t.metric for t in tasks.resolve()] == ["basketball_iou", "soccer_bal_acc"]
     assert m["test/basketball_frames"] == 3 and m["valid/basketball_frames"] == 3
     assert m["test/basketball_units"] == 2 and m["valid/basketball_units"] == 1
     assert m["test/soccer_events"] == 17 and m["test/soccer_units"] == 2 and m["valid/soccer_units"] == 2
@@ -352,9 +355,9 @@ def test_evaluate_runs_both_probes_and_names_metrics_as_the_contract(tmp_path):
     assert ci_units(out) == {"basketball": "arena", "soccer": "game"}
     assert ci_units(out, "valid") == {"basketball": "frame", "soccer": "game"}
     assert list(b.test_units) == ["C", "D", "D"] and list(s.test_units) == ["g5"] * 9 + ["g6"] * 8
-    assert set(metrics_dict(s)) == SOCCER_NAMES
-    only = evaluate(TinyConvBackbone(), None, soccer, cfg, device="cpu", min_steps=200)
-    assert only["basketball"] is None and set(only["metrics"]) == SOCCER_NAMES
+    assert set(metrics({"soccer": out["soccer"]})) == SOCCER_NAMES | recalls
+    only = evaluate(TinyConvBackbone(), {"soccer": soccer}, cfg, device="cpu")
+    assert set(only) == {"soccer"} and set(metrics(only)) == SOCCER_NAMES | recalls
 
     # the per-item arrays for the scorecard round-trip through one npz, no pickles
     path = save_items(out, tmp_path / "probe_items.npz")
@@ -375,7 +378,7 @@ def test_evaluate_runs_both_probes_and_names_metrics_as_the_contract(tmp_path):
 def test_probes_score_the_chosen_head_on_validation_with_unit_intervals():
     feats, labels, split = _soccer_data(True, per_class=10)
     games = np.array([f"game{i % 4}" for i in range(len(labels))])     # 4 games in every split
-    r = probe_soccer(feats, labels, split, cfg=CFG, device="cpu", min_steps=200, units=games)
+    r = probe_soccer(feats, labels, split, cfg=SHORT, device="cpu", units=games)
     va = split == "valid"
     np.testing.assert_array_equal(r.valid_indices, np.flatnonzero(va))
     np.testing.assert_array_equal(r.valid_labels, labels[va])
@@ -384,16 +387,16 @@ def test_probes_score_the_chosen_head_on_validation_with_unit_intervals():
     assert r.ci == unit_bootstrap_ci(y_true=r.labels, y_pred=r.preds, units=games[split == "test"],
                                      n=CFG.bootstrap, seed=CFG.seed)
     assert r.valid_ci[0] <= r.valid_bal_acc <= r.valid_ci[1]
-    plain = probe_soccer(feats, labels, split, cfg=CFG, device="cpu", min_steps=200)   # no games
+    plain = probe_soccer(feats, labels, split, cfg=SHORT, device="cpu")   # no games
     assert plain.unit == "event" and plain.ci == unit_bootstrap_ci(y_true=plain.labels, y_pred=plain.preds,
                                                                    n=CFG.bootstrap, seed=CFG.seed)
     feats, tiles, split = _basketball_data(True, n=40)
     arenas = np.array(["a", "b"] * 20)
-    bb = probe_basketball(feats, tiles, split, cfg=CFG, device="cpu", min_steps=200, units=arenas)
+    bb = probe_basketball(feats, tiles, split, cfg=SHORT, device="cpu", units=arenas)
     assert bb.unit == "arena" and len(bb.valid_per_frame_iou) == bb.n_valid == 10
     assert bb.valid_iou == pytest.approx(bb.valid_per_frame_iou.mean()) and bb.valid_iou == bb.val_scores[bb.lr]
     with pytest.raises(ValueError, match="units"):
-        probe_basketball(feats, tiles, split, cfg=CFG, device="cpu", min_steps=200, units=arenas[:5])
+        probe_basketball(feats, tiles, split, cfg=SHORT, device="cpu", units=arenas[:5])
 
 
 def test_extract_features_with_the_real_demo_backbone():

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sportray import tasks, tracking
 from sportray.config import ConfigError, DataConfig
 from sportray.data import deepsportradar as dsr
 from sportray.data import probesets, soccernet
@@ -206,7 +207,7 @@ def test_basketball_probe_set_from_the_published_layout(ray_session, challenge_r
         np.testing.assert_array_equal(got["masks"][i], mask)
         np.testing.assert_array_equal(got["tiles"][i], tiles)
     assert got["tiles"].sum() > 0
-    tags = probesets.mlflow_tags(out)
+    tags = tracking.probe_tags({"probe_sets": tasks.set_tags(tasks.resolve("basketball"), {"basketball": out})})
     assert tags["sportray.probeset.basketball.coco_file"].endswith("annotations/slice.json")
     assert tags["sportray.probeset.basketball.unlabelled_left_out"] == "17"
 
@@ -298,7 +299,7 @@ def test_soccer_probe_set_follows_official_splits_and_leaves_out_not_shown(ray_s
     assert meta["events"] == {"train": 198, "valid": 0, "test": 224}
     decoded = np.array([_frame_index(im) for im in got["images"]])
     assert np.abs(decoded - got["position_ms"] / 1000).max() <= 1.0
-    tags = probesets.mlflow_tags(out)
+    tags = tracking.probe_tags({"probe_sets": tasks.set_tags(tasks.resolve("soccer"), {"soccer": out})})
     assert tags["sportray.probeset.soccer.split"] == "official"
     assert tags["sportray.probeset.soccer.not_shown"] == "left out (83)"
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from sportray import probes as P
+from sportray import tasks
 from sportray import scorecard as S
 from sportray import tracking as T
 from sportray.config import PretrainConfig, flatten, replace
@@ -47,7 +48,7 @@ def _scored(seed: int, iou: dict[str, float], acc: dict[str, float]) -> tuple[di
         units = UNITS["basketball"][split]
         frames = _frames(iou[split], ARENA_EFFECT[split], 0.05, seed)
         arrays[f"basketball__{split}__unit"], arrays[f"basketball__{split}__iou"] = units, frames
-        name = P.valid_name(IOU) if split == "valid" else P.test_name(IOU)
+        name = f"{split}/{IOU}"
         metrics[name] = float(frames.mean())
         metrics[name + "_ci_low"], metrics[name + "_ci_high"] = P.unit_bootstrap_ci(frames, units=units, n=200)
         units = UNITS["soccer"][split]
@@ -62,9 +63,12 @@ def _scored(seed: int, iou: dict[str, float], acc: dict[str, float]) -> tuple[di
     return arrays, metrics
 
 
+HEADLINE = {"headline": tasks.headline(tasks.resolve())}    # what a probe record says is headline
+
+
 def _items_file(directory: Path, arrays: dict) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / P.ITEMS_ARTIFACT
+    path = directory / tasks.ITEMS_ARTIFACT
     np.savez_compressed(path, **arrays)
     return path
 
@@ -82,7 +86,7 @@ def store(fresh_mlflow_store):
         arrays, metrics = _scored(seed, {"valid": valid_iou, "test": test_iou}, {"valid": acc + 0.01, "test": acc})
         metrics.update({"final_loss": loss, "diverged": 0, **extra})
         artifacts = [_items_file(d / "items" / run, arrays)] if items else []
-        T.log_final(client, run, metrics, artifacts, status)   # client.log_artifact for the npz
+        T.log_final(client, run, metrics, artifacts, status, probe=HEADLINE)   # client.log_artifact for the npz
         logged[(name, seed)] = metrics
 
     def trial(cfg, seed, *args, status="finished", items=True, **extra):
@@ -112,7 +116,7 @@ def store(fresh_mlflow_store):
                               "test/basketball_iou_ci_low": 0.62, "test/basketball_iou_ci_high": 0.72,
                               "test/basketball_units": 3, "valid/soccer_bal_acc": 0.29,
                               "test/soccer_bal_acc": 0.282, "test/soccer_bal_acc_ci_low": 0.279,
-                              "test/soccer_bal_acc_ci_high": 0.285})   # an older run: no items
+                              "test/soccer_bal_acc_ci_high": 0.285}, probe=HEADLINE)   # an older run: no items
     # another sweep in the same experiment
     other = T.parent_run(client, exp, EXP, d / "sweep2", {})
     r = T.trial_run(client, exp, other, "d0", KD, flatten(D), 0)

@@ -91,6 +91,10 @@ def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(tiny_synth
             assert metric in r.data.metrics, metric
         assert r.data.params["steps"] == "4" and r.data.params["arm"] == "scratch"
         assert r.data.params["views"] == "2x32+2x16"
+        # its backbone as an MLflow model, logged once (the resumed sweep did not log it again)
+        [model] = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_logged_models(
+            [r.info.experiment_id], filter_string=f"source_run_id = '{r.info.run_id}'")
+        assert model.name == "backbone" and model.params["views"] == "2x32+2x16"
     # the finished trial kept its single curve: each logged step once
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     for r in trials:

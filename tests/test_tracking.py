@@ -116,7 +116,8 @@ def test_status_and_final(client, exp, tmp_path):
     art = tmp_path / "panel.txt"
     art.write_text("x")
     a = T.trial_run(client, exp, parent, "ok", "k", {}, seed=0)
-    T.log_final(client, a, {"test/basketball_iou": 0.5, "diverged": 0, "final_loss": None}, [art], "finished")
+    T.log_final(client, a, {"test/basketball_iou": 0.5, "diverged": 0, "final_loss": None}, [art], "finished",
+                probe={"headline": ["test/basketball_iou"]})
     b = T.trial_run(client, exp, parent, "bad", "k", {}, seed=1)
     T.log_final(client, b, {"diverged": 1, "diverged_step": 123}, [], "diverged")
     c = T.trial_run(client, exp, parent, "crash", "k", {}, seed=2)
@@ -147,7 +148,22 @@ def test_reference_run_idempotent(client, exp, tmp_path):
     assert r.data.params["arm"] == "reference" and r.data.params["steps"] == "0"
     assert r.data.tags[T.TAG_KIND] == "reference" and r.data.tags[T.TAG_REFERENCE] == "dinov3"
     with pytest.raises(ValueError):
-        T.reference_run(client, exp, parent, "imagenet", {})
+        T.reference_run(client, exp, parent, "", {})
+
+
+def test_references_are_one_registry_checked_before_anything_runs(tmp_path):
+    from sportray import references
+    from sportray.config import ConfigError
+
+    assert list(references.REFERENCES) == ["random", "dinov3", "base", "timm"]
+    with pytest.raises(ConfigError, match="imagenet"):
+        references.check("imagenet")
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        references.check("dinov3")
+    (tmp_path / "w.pth").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="--model"):
+        references.check("timm", weights=str(tmp_path / "w.pth"), model="")
+    assert references.get("timm").label("vit_base_patch16_224") == "timm vit_base_patch16_224"
 
 
 def test_config_key_and_run_name():
@@ -183,20 +199,25 @@ def test_references_of_several_seeds_created_at_once_keep_one_run_per_seed(clien
     assert [T.reference_run(client, exp, parent, "random", {"model": "m"}, seed=s) for s in (0, 1, 2, 3)] == ids
 
 
-def test_ci_unit_tags_name_what_each_probe_interval_resampled(tmp_path):
-    from sportray.trial import ci_unit_tags
+def test_probe_tags_name_what_each_probe_interval_resampled_and_how_sets_were_made(tmp_path):
+    from sportray.trial import probe_record
 
-    (tmp_path / "probe_metrics.json").write_text('{"metrics": {}, "ci_units": {"basketball": "arena", "soccer": "game"}}')
-    assert ci_unit_tags([str(tmp_path / "curves.png"), str(tmp_path / "probe_metrics.json")]) == \
-        {"sportray.ci_unit.basketball": "arena", "sportray.ci_unit.soccer": "game"}
-    assert ci_unit_tags([str(tmp_path / "curves.png")]) == {}   # no probe ran: no tags
+    (tmp_path / "probe_metrics.json").write_text(
+        '{"metrics": {}, "ci_units": {"basketball": "arena", "soccer": "game"}, '
+        '"probe_sets": {"soccer": {"split": "official"}}}')
+    record = probe_record([str(tmp_path / "curves.png"), str(tmp_path / "probe_metrics.json")])
+    assert T.probe_tags(record) == {"sportray.ci_unit.basketball": "arena", "sportray.ci_unit.soccer": "game",
+                                    "sportray.probeset.soccer.split": "official"}
+    assert T.probe_tags(probe_record([str(tmp_path / "curves.png")])) == {}   # no probe ran: no tags
 
 
 def test_run_keeps_headline_metrics_and_puts_the_rest_in_artifacts(client, exp, tmp_path):
     """A trial run lists at most 30 metrics (the run list's columns, one chart each): probe
-    metrics with intervals and units, train/* curves, final_loss and status numbers; per-class
-    recalls and counts go to details.json, soccer_recall.csv and a chart."""
+    metrics with intervals and units (the probe tasks' headline), train/* curves, final_loss and
+    status numbers; per-class recalls and counts go to details.json."""
     import json
+
+    from sportray import tasks
 
     assert client.get_experiment(exp).tags[T.TAG_EXPERIMENT_KIND] == T.EXPERIMENT_KIND   # model-training view
     run_id = T.trial_run(client, exp, None, "t-metrics", "scratch 2x224 steps=40 clip=1.0", {}, 0)
@@ -212,15 +233,38 @@ def test_run_keeps_headline_metrics_and_puts_the_rest_in_artifacts(client, exp, 
                   "soccer_lr": 0.1, "frames_in_store": 2048, "bad_files": 0, "final_weight_norm": 30.0,
                   "final_rel_dist_init": 0.1, "test/basketball_empty_frames": 2})
     assert len(final) > 55
-    T.log_final(client, run_id, final, status="finished", step=40)
+    T.log_final(client, run_id, final, status="finished", step=40,
+                probe={"headline": tasks.headline(tasks.resolve())})
     run = client.get_run(run_id)
     assert len(run.data.metrics) <= 30, sorted(run.data.metrics)
     assert {"valid/basketball_iou", "test/soccer_bal_acc_ci_high", "test/basketball_units", "final_loss",
             "train/loss"} <= set(run.data.metrics)
     assert not any("recall" in m for m in run.data.metrics)
     files = {a.path for a in client.list_artifacts(run_id)}
-    assert {"details.json", "soccer_recall.csv", "soccer_recall.png"} <= files, files
+    assert "details.json" in files, files
     details = json.loads(open(client.download_artifacts(run_id, "details.json", str(tmp_path))).read())
     assert details["test/soccer_recall/class 3"] == 3 / 17 and details["basketball_lr"] == 0.01
-    csv = open(client.download_artifacts(run_id, "soccer_recall.csv", str(tmp_path))).read().splitlines()
-    assert csv[0] == "class,test_recall" and len(csv) == 18
+
+
+def test_a_trials_backbone_is_logged_once_as_an_mlflow_model_that_embeds_frames(client, exp, tmp_path, monkeypatch):
+    import mlflow
+    import numpy as np
+    import torch
+
+    from sportray import backbones
+    from sportray.views import normalize
+
+    run_id = T.trial_run(client, exp, None, "t-model", "scratch 2x224 steps=40 clip=1.0", {}, 0)
+    backbone = backbones.build_backbone("vit_tiny_demo", seed=0)
+    checkpoint = backbones.save_checkpoint(backbone, tmp_path / "ck", {"step": 40})
+    model_id = T.log_backbone(client, run_id, checkpoint, {"views": "2x224", "lr": 1e-3})
+    assert T.log_backbone(client, run_id, checkpoint, {"views": "2x224", "lr": 1e-3}) == model_id   # resumed: once
+    [model] = client.search_logged_models([exp], filter_string=f"source_run_id = '{run_id}'")
+    assert (model.model_id, model.name, model.params) == (model_id, "backbone", {"views": "2x224", "lr": "0.001"})
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)     # where models:/ resolves
+    frames = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    embeddings = mlflow.pyfunc.load_model(f"models:/{model_id}").predict(frames)
+    with torch.no_grad():
+        expected = backbone.eval()(normalize(torch.from_numpy(frames))).numpy()
+    assert embeddings.shape == (2, 96) and np.allclose(embeddings, expected, atol=1e-4)

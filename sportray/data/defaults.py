@@ -49,19 +49,6 @@ def frame_store(data: DataConfig, paths: DataPaths | None = None):
                        every_s=data.every_s, data_dir=data.data_dir, seed=data.split_seed)
 
 
-def probe_sets(data: DataConfig, paths: DataPaths | None = None) -> tuple[Path, Path]:
-    """(soccer.npz, basketball.npz), materialized once."""
-    from sportray.data.probesets import build_basketball, build_soccer
-
-    paths = paths or resolve(data)
-    out = Path(data.data_dir) / "probesets"
-    return (build_soccer(paths.soccer, out, split_seed=data.split_seed, split_lists=data.soccer_splits,
-                         include_not_shown=data.soccer_include_not_shown),
-            build_basketball(paths.basketball, out, test_arenas=data.test_arenas,
-                             split_seed=data.split_seed, coco_file=data.basketball_coco,
-                             images_root=data.basketball_images))
-
-
 def _check_store_inputs(data: DataConfig, manifest: dict) -> None:
     """An explicit --store given beside --corpus must have been built from that corpus (and the
     extra sources) at that sampling interval; otherwise the run would train on other frames than

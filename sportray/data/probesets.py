@@ -19,7 +19,7 @@ load() maps the images instead of reading them (features are extracted batch by 
 load() returns the arrays of notes/CONTRACTS.md (images/masks as copy-on-write memmaps); it also
 reads version-1 files (everything inside the .npz). Loaded with allow_pickle=False.
 
-What was used is recorded in `meta` and reaches MLflow as tags (mlflow_tags): the soccer split's
+What was used is recorded in `meta` and reaches MLflow as tags (each task's set_tags): the soccer split's
 source (official lists or seeded), games listed but missing and present but unlisted, "not
 shown" events left out; the COCO file, the images root and unlabelled images left out.
 """
@@ -99,30 +99,6 @@ def describe(path: str | Path) -> dict:
             return json.loads(str(z["meta"])) if "meta" in z.files else {}
     except (OSError, ValueError) as exc:
         raise DataError(path, f"not a readable probe set ({exc})") from None
-
-
-def mlflow_tags(path: str | Path) -> dict[str, str]:
-    """MLflow tags saying how a probe set was made: sportray.probeset.<kind>.<what>."""
-    if not path:
-        return {}
-    meta = describe(path)
-    kind = meta.get("kind")
-    if not kind:
-        return {}
-    pre = f"sportray.probeset.{kind}."
-    if kind == "soccer":
-        tags = {"split": meta["split"], "split_lists": meta.get("split_lists") or "",
-                "games": json.dumps(meta["games"]), "events": json.dumps(meta["events"]),
-                "not_shown": (f"included ({meta['not_shown']})" if meta["include_not_shown"]
-                              else f"left out ({meta['not_shown']})"),
-                "duplicates_dropped": str(meta["duplicates_dropped"]),
-                "listed_missing": str(len(meta["listed_missing"])),
-                "unlisted": str(len(meta["unlisted"]))}
-    else:
-        tags = {"coco_file": meta["coco_file"], "images_root": meta["images_root"],
-                "unlabelled_left_out": str(meta["unlabelled"]), "frames": json.dumps(meta["frames"]),
-                "test_arenas": ",".join(meta["test_arenas"])}
-    return {pre + k: str(v)[:5000] for k, v in tags.items()}
 
 
 # ----------------------------------------------------------------------------- parallel writing
