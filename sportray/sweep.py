@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sportray.config import (ConfigError, DataConfig, PretrainConfig, ProbeConfig, absolute_tracking_uri,
                              default_tracking_uri, parse_seeds)
-from sportray.trial import say   # trial.py imports only config at its top: --help stays fast
+from sportray.console import say
 
 # Intermediate results come from Ray Train (train/loss...), the probe metric only at the end.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -495,7 +495,7 @@ def _prepare_data(plan: SweepPlan, storage_path: Path):
     data = plan.data
     with Stage("data: the synthetic default (written once, then reused)" if not data.corpus
                else "data: locating corpus and probe data"):
-        paths = resolve(data)
+        paths = resolve(data).ensure()
     with Stage("frame store: decoding sampled frames with Ray Data") as st:
         store = frame_store(data, paths)
         st.detail = (f"{store.frames} frames from {store.videos} videos{' (reused)' if store.reused else ''}, "

@@ -8,13 +8,27 @@ not redone; a trial whose Train run has checkpoints resumes from the latest one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-import sys
+import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import ray
+import torch
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+import sportray
+from sportray import panels, references, tasks, tracking
 from sportray.config import DataConfig, PretrainConfig, ProbeConfig, absolute_tracking_uri, flatten
+from sportray.console import say
+from sportray.data.defaults import frame_store, resolve
+from sportray.data.frames import read_store
+from sportray.data.probesets import load
+from sportray.metrics import report_probe
+from sportray.pretrain import run_pretrain
 
 DEMO_BASE_STEPS = 100
 
@@ -22,10 +36,6 @@ DEMO_BASE_STEPS = 100
 def code_version() -> str:
     """The sportray code a trial ran: package version + a hash of its source files (a re-run on
     other code says so instead of passing for the same trial)."""
-    import hashlib
-
-    import sportray
-
     root = Path(sportray.__file__).parent
     h = hashlib.sha256()
     for f in sorted(root.rglob("*.py")):
@@ -36,8 +46,6 @@ def code_version() -> str:
 def load_rerun(tracking_uri: str, run_id: str) -> tuple[PretrainConfig, DataConfig, ProbeConfig, dict]:
     """What a trial needs to be run again, from its MLflow run: (pretrain, data, probe, record).
     The record is its trial_config.json plus the original run's metrics (to compare with)."""
-    from sportray import tracking
-
     try:
         record = tracking.run_record(tracking.connect(tracking_uri), run_id, "trial_config.json")
     except FileNotFoundError as exc:
@@ -45,10 +53,6 @@ def load_rerun(tracking_uri: str, run_id: str) -> tuple[PretrainConfig, DataConf
     probe = dict(record["probe"])
     probe["lrs"] = tuple(probe.get("lrs", ProbeConfig().lrs))
     return PretrainConfig(**record["pretrain"]), DataConfig(**record["data"]), ProbeConfig(**probe), record
-
-
-def say(msg: str) -> None:
-    print(f"[sportray] {msg}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- probes
@@ -61,11 +65,6 @@ def probe_backbone(backbone_source: dict, sets: dict[str, str], probe: ProbeConf
     Metrics say their split (`valid/...` chooses, `test/...` reports); the per-item results of
     both splits go to `probe_items.npz`, which the scorecard resamples over seeds and units.
     """
-    import torch
-
-    from sportray import references, tasks
-    from sportray.data.probesets import load
-
     backbone = references.load(backbone_source)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     chosen = [t for t in tasks.resolve(probe) if sets.get(t.name)]
@@ -100,9 +99,6 @@ def run_probe_task(backbone_source: dict, sets: dict[str, str], probe: ProbeConf
     them). Not for concurrent callers in one process (references): the panels use pyplot."""
     if gpus == 0 and here_on_cpu:
         return probe_backbone(backbone_source, sets, probe, out_dir)
-    import ray
-
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     # Outside the Tune trial's placement group (it holds 0.01 CPU): the probe asks the cluster.
     task = ray.remote(num_cpus=0.5 if gpus == 0 else 1, num_gpus=gpus)(probe_backbone).options(
@@ -116,9 +112,6 @@ def ensure_demo_base(data: DataConfig, store_path: str, storage: str) -> str:
     """A small scratch backbone pretrained on the synthetic corpus, as the LoRA arm's frozen
     base when no DINOv3 weights are given. Cached under data_dir; never passed off as DINOv3:
     runs on it are labelled base=synthetic-demo."""
-    from sportray.data.frames import read_store
-    from sportray.pretrain import run_pretrain
-
     out = Path(data.data_dir) / "demo-base" / Path(store_path).name
     if (out / "backbone" / "meta.json").exists():
         return str(out / "backbone")
@@ -133,7 +126,6 @@ def ensure_demo_base(data: DataConfig, store_path: str, storage: str) -> str:
                        run_name="demo-base-" + Path(store_path).name)
     if res.status != "finished":
         raise RuntimeError(f"the synthetic-demo LoRA base did not train: {res.status} {res.reason}")
-    import shutil
 
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(res.backbone_dir, out / "backbone", dirs_exist_ok=True)
@@ -150,8 +142,6 @@ def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, trac
     config_key: the run's identity (tag sportray.config_key, one scorecard row per key); default
     tracking.config_key(cfg). name_key: the key its run name and metric labels are made of, when
     shorter than the identity (a sweep: the searched fields); default config_key."""
-    from sportray import tracking
-
     cfg.validate()
     probe = dataclasses.replace(probe, seed=cfg.seed)  # probe heads and bootstrap follow the trial's seed
     tracking_uri = absolute_tracking_uri(tracking_uri)
@@ -177,11 +167,6 @@ def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, trac
 
 def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, tracking_uri, storage,
                         in_tune, do_probe) -> dict:
-    from sportray import tasks, tracking
-    from sportray.data.defaults import frame_store, resolve
-    from sportray.data.frames import read_store
-    from sportray.pretrain import run_pretrain
-
     paths = resolve(data)
     store = frame_store(data, paths)
     base_path, base_label = "", cfg.base
@@ -234,7 +219,6 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
                                   {**flatten(cfg), **{f"data.{k}": v for k, v in flatten(data).items()}})
         tracking.log_final(client, run_id, final, artifacts, status=res.status, step=res.steps,
                            probe=probe_record(artifacts))
-    from sportray.metrics import report_probe
     report_probe(tracking.run_name(key, cfg.seed), cfg.arm, {**final, "status": res.status},   # Grafana's
                  tasks.resolve(probe))                                                          # sweep overview
     final.update({"status": res.status, "mlflow_run_id": run_id, "checkpoint": res.backbone_dir})
@@ -243,8 +227,6 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
 
 def _curves(client, run_id: str, tmp: str, title: str, res) -> list[str]:
     """The training curves as a picture (people look before they read)."""
-    from sportray import panels, tracking
-
     names = ("train/loss", "train/inv", "train/sigreg", "train/grad_norm", "train/rel_dist_init", "train/lr")
     history = tracking.metric_histories(client, run_id, names)
     if not history:
@@ -262,8 +244,6 @@ def run_reference(reference: str, *, data: DataConfig, probe: ProbeConfig, track
     """A reference (sportray/references.py: the random floor, the DINOv3 bar, the LoRA base, a
     timm model) as a run of its own; the probe heads and bootstrap use `seed` too, so a
     reference has a spread over seeds like a trial."""
-    from sportray import references, tasks, tracking
-
     ref = references.check(reference, weights, model)
     probe = dataclasses.replace(probe, seed=seed)
     tracking_uri = absolute_tracking_uri(tracking_uri)
@@ -288,8 +268,6 @@ def run_references(references, seeds, *, data: DataConfig, probe: ProbeConfig, t
                    model: str = "vit_small", gpus: float = 0.0) -> dict[tuple[str, int], dict]:
     """Every reference over the same seeds as the trials: {(reference, seed): metrics}. The
     frozen-DINOv3 bar without weights is skipped with a message, never replaced by a random model."""
-    from concurrent.futures import ThreadPoolExecutor
-
     todo = []
     for ref in references:
         if ref == "dinov3" and not weights:

@@ -5,34 +5,54 @@ Every command that needs data and gets no path generates the synthetic corpus on
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from sportray.config import DataConfig
 
 
-@dataclass(frozen=True)
 class DataPaths:
-    corpus: str          # pretraining videos (SoccerNet tree or any folder)
-    soccer: str          # SoccerNet root with Labels-v2.json (soccer probe)
-    basketball: str      # DeepSportRadar root (basketball probe)
-    synthetic: bool      # True when any of them is the embedded default
+    """Where each input is, the embedded synthetic default where no path was given. Lazy: the
+    default is written (once per data_dir) only when an input that needs it is asked for, so a
+    probe task of one's own never waits for a corpus it does not read."""
+
+    def __init__(self, data: DataConfig):
+        self._data = data
+        self._synthetic_root: Path | None = None
+
+    def _synthetic(self) -> Path:
+        if self._synthetic_root is None:
+            from sportray.data.synthetic import ensure_synthetic
+            self._synthetic_root = Path(ensure_synthetic(self._data.data_dir, seed=self._data.split_seed))
+        return self._synthetic_root
+
+    @property
+    def corpus(self) -> str:
+        """Pretraining videos (a SoccerNet tree or any folder)."""
+        return self._data.corpus or str(self._synthetic() / "soccernet")
+
+    @property
+    def soccer(self) -> str:
+        """SoccerNet root with Labels-v2.json (the soccer probe)."""
+        return self._data.soccer_labels or self._data.corpus or str(self._synthetic() / "soccernet")
+
+    @property
+    def basketball(self) -> str:
+        """DeepSportRadar root (the basketball probe)."""
+        return self._data.basketball or str(self._synthetic() / "deepsportradar")
+
+    def ensure(self) -> "DataPaths":
+        """Write the synthetic default now if the corpus or a built-in probe needs it."""
+        self.corpus, self.soccer, self.basketball
+        return self
+
+    @property
+    def synthetic(self) -> bool:
+        """True once any input asked for is the embedded default."""
+        return self._synthetic_root is not None
 
 
 def resolve(data: DataConfig) -> DataPaths:
-    synthetic_root = None
-
-    def synth() -> Path:
-        nonlocal synthetic_root
-        if synthetic_root is None:
-            from sportray.data.synthetic import ensure_synthetic
-            synthetic_root = Path(ensure_synthetic(data.data_dir, seed=data.split_seed))
-        return synthetic_root
-
-    corpus = data.corpus or str(synth() / "soccernet")
-    soccer = data.soccer_labels or (data.corpus if data.corpus else str(synth() / "soccernet"))
-    basketball = data.basketball or str(synth() / "deepsportradar")
-    return DataPaths(corpus, soccer, basketball, synthetic_root is not None)
+    return DataPaths(data)
 
 
 def frame_store(data: DataConfig, paths: DataPaths | None = None):
