@@ -196,3 +196,26 @@ def test_checkpoint_lora_is_merged_and_resumable(tmp_path):
     (d / "adapter.pt").unlink()
     with pytest.raises(CheckpointError, match="adapter.pt"):
         load_checkpoint(d, merged=False)
+
+
+def test_any_timm_vit16_loads_frozen_from_a_weights_file_and_other_models_are_refused(tmp_path):
+    import timm
+    import torch
+
+    from sportray.backbones import MissingWeightsError, WeightsError, load_timm
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    torch.save(model.state_dict(), tmp_path / "vit.pth")
+    bb = load_timm("vit_tiny_patch16_224", tmp_path / "vit.pth")
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert bb.patch_tokens(x).shape == (1, 196, 192)
+        assert torch.allclose(bb.patch_tokens(x), model.eval().forward_features(x)[:, 1:])   # the file's weights
+    assert not any(p.requires_grad for p in bb.parameters()) and bb.arm == "reference"
+    with pytest.raises(MissingWeightsError, match="no such file"):
+        load_timm("vit_tiny_patch16_224", tmp_path / "missing.pth")
+    with pytest.raises(WeightsError, match="does not load"):
+        load_timm("vit_small_patch16_224", tmp_path / "vit.pth")              # another architecture's file
+    torch.save(timm.create_model("vit_small_patch8_224", num_classes=0).state_dict(), tmp_path / "p8.pth")
+    with pytest.raises(WeightsError, match="16x16-pixel patch tokens"):
+        load_timm("vit_small_patch8_224", tmp_path / "p8.pth")
