@@ -4,8 +4,10 @@ One run = one `TorchTrainer.fit()`. Each worker streams uint8 frames from its sh
 frame store, builds the views on its own device, and steps AdamW on the LeJEPA loss; DDP
 (gloo on CPU, NCCL on GPU) averages gradients and SIGReg all-reduces its statistics.
 
-Read top to bottom: build model -> restore -> loop (views, loss, step, diagnostics,
-checkpoint) -> final backbone. The driver side (`run_pretrain`) is at the end.
+Read top to bottom: build model and step (`train_step`, which bench/ runs too) -> diagnostics ->
+failures -> the worker's loop (restore, step, log and checkpoint) -> final backbone. The driver
+side (`run_pretrain`) is at the end. Ray is imported inside the functions that run under it
+(`import ray.train` costs ~1 s): bench/ imports this module for `train_step` without Ray.
 """
 from __future__ import annotations
 
@@ -286,164 +288,257 @@ def _oom_error(config: dict, exc: BaseException) -> BatchDoesNotFitError:
 
 # ----------------------------------------------------------------------------- the loop
 
-def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point. config: {"pretrain": asdict(PretrainConfig), "base_path",
-    "tracking_uri", "mlflow_run_id", "trial"}.
+OOM_FILE = "out_of_memory.json"   # in the run's storage: several workers' record of it (see below)
 
-    Out of device memory anywhere in a step (views, forward, backward, optimizer) becomes a
-    BatchDoesNotFitError naming the batch size, views and device, not a raw CUDA trace."""
+
+def train_loop_per_worker(config: dict) -> dict | None:
+    """Ray Train entry point. config: {"pretrain": asdict(PretrainConfig), "base_path",
+    "tracking_uri", "mlflow_run_id", "trial", "storage", ...}.
+
+    Out of memory in the worker (views, forward, backward, optimizer) is deterministic: the same
+    batch would run out again on every retry. So it is never handed to Train to retry: it becomes
+    a BatchDoesNotFitError message (batch size, views, device, what to change) and the run ends
+    "failed" with it. A single worker returns {"status": "failed", "reason": message}: Train sees a
+    function that ended, and run_pretrain reads rank 0's return value. Several workers cannot all
+    end normally (a rank that did not run out may be waiting in a collective for the one that did),
+    so the rank that ran out records the message in the run's storage (OOM_FILE) and raises, which
+    tears the group down at once; a group that Train restarts finds the record and ends the same
+    way before training, and run_pretrain reads it when no group is left to restart."""
+    recorded = _recorded_oom(config)
+    if recorded:
+        return {"status": "failed", "reason": recorded}
     try:
         _train_loop(config)
-    except torch.OutOfMemoryError as exc:
-        raise _oom_error(config, exc) from None
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        error = _oom_error(config, exc)
+        if PretrainConfig(**config["pretrain"]).workers == 1:
+            return {"status": "failed", "reason": str(error)}
+        _record_oom(config, str(error))
+        raise error from None
+    return None
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError (CUDA), or the CPU allocator refusing an allocation (torch raises
+    a plain RuntimeError there: "DefaultCPUAllocator: can't allocate memory: ...")."""
+    return isinstance(exc, torch.OutOfMemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(exc)
+
+
+def _recorded_oom(config: dict) -> str:
+    path = Path(config["storage"]) / OOM_FILE if config.get("storage") else None
+    if path is None or not path.is_file():
+        return ""
+    return json.loads(path.read_text())["reason"]
+
+
+def _record_oom(config: dict, reason: str) -> None:
+    if not config.get("storage"):
+        return
+    path = Path(config["storage"]) / OOM_FILE
+    tmp = path.with_name(f"{OOM_FILE}.{os.getpid()}.tmp")   # several ranks may write it at once
+    tmp.write_text(json.dumps({"reason": reason}))
+    os.replace(tmp, path)
 
 
 def _train_loop(config: dict) -> None:
-    """The loop itself (see train_loop_per_worker)."""
-    import ray.train
-    import ray.train.torch
-    import torch.distributed as dist
+    """Restore, then step until cfg.steps (or a divergence): log and report every log_every steps,
+    checkpoint every checkpoint_every steps and at the end."""
+    run = _WorkerRun(config)
+    run.restore()
+    cfg = run.cfg
+    t_wait = time.perf_counter()
+    for batch_epoch, batch_index, batch in run.batches():
+        if run.step >= cfg.steps:
+            break
+        run.wait_window += time.perf_counter() - t_wait
+        out, grad_norm = run.train_on(batch)
+        run.advance(batch_epoch, batch_index)
+        log_now = run.step % cfg.log_every == 0 or run.step == cfg.steps
+        ckpt_now = run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps
+        if log_now or ckpt_now:
+            run.log_and_checkpoint(out, grad_norm, ckpt_now)
+            if run.status != "running":
+                break
+        t_wait = time.perf_counter()
+    if run.step < cfg.steps and run.status == "running":
+        raise RuntimeError(f"the data stream of rank {run.rank} ended at step {run.step} of {cfg.steps}")
+    if run.logger:
+        run.logger.flush()
 
-    cfg = PretrainConfig(**config["pretrain"])
-    groups = parse_views(cfg.views)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    on_gpu = device.type == "cuda"
-    if not on_gpu:
-        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
 
-    backbone, head = build_model(cfg, config.get("base_path", ""))
-    trainable = [p for p in list(backbone.parameters()) + list(head.parameters()) if p.requires_grad]
-    backbone_trainable = [p for p in backbone.parameters() if p.requires_grad]
-    init_params = [p.detach().clone().to(device) for p in backbone_trainable]
-    init_norm = _norm(init_params).clamp_min(1e-12)  # ||theta_0||: the study's drift yardstick
-    step_module = LeJEPAStep(backbone, head)
-    model = ray.train.torch.prepare_model(step_module, parallel_strategy_kwargs={"find_unused_parameters": False})
-    inner = step_module
-    forward = step_forward(model, step_module, cfg, world)
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                  betas=(0.9, 0.999), fused=on_gpu)
+class _WorkerRun:
+    """One worker's part of a run: its model, optimizer and data shard, where it is (step, epoch,
+    batch in the epoch, the divergence guard: what a checkpoint holds), and where it logs."""
 
-    step, epoch, batch_in_epoch, resumed_from = 0, 0, 0, -1
-    guard = DivergenceGuard(cfg.spike_factor, cfg.spike_patience)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
-        inner.load_state_dict(state["model"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        resumed_from = step
-        guard.load(json.loads(state["guard"]))
-        torch.set_rng_state(state["rng_cpu"])
-        if on_gpu and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"])
+    def __init__(self, config: dict):
+        import ray.train
+        import ray.train.torch
 
-    logger = None
-    if rank == 0 and config.get("mlflow_run_id"):
-        from sportray.tracking import StepLogger, connect
-        logger = StepLogger(connect(config["tracking_uri"]), config["mlflow_run_id"])
-    from sportray.metrics import TrainMetrics   # stdlib-only at import; a no-op without Ray
-    metrics_sink = TrainMetrics(trial=config.get("trial", ""), arm=cfg.arm) if rank == 0 else None
+        self.config = config
+        self.cfg = cfg = PretrainConfig(**config["pretrain"])
+        self.groups = parse_views(cfg.views)
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.on_gpu = self.device.type == "cuda"
+        if not self.on_gpu:
+            torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
 
-    shard = ray.train.get_dataset_shard("train")
-    frames_per_step = cfg.batch_size * world
-    status, reason, last = "running", "", {}
-    t_window, frames_window, wait_window = time.perf_counter(), 0, 0.0
+        backbone, self.head = build_model(cfg, config.get("base_path", ""))
+        self.trainable = [p for p in list(backbone.parameters()) + list(self.head.parameters())
+                          if p.requires_grad]
+        self.backbone_trainable = [p for p in backbone.parameters() if p.requires_grad]
+        self.init_params = [p.detach().clone().to(self.device) for p in self.backbone_trainable]
+        self.init_norm = _norm(self.init_params).clamp_min(1e-12)  # ||theta_0||: the study's drift yardstick
+        self.inner = LeJEPAStep(backbone, self.head)
+        model = ray.train.torch.prepare_model(self.inner, parallel_strategy_kwargs={"find_unused_parameters": False})
+        self.forward = step_forward(model, self.inner, cfg, self.world)
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                           betas=(0.9, 0.999), fused=self.on_gpu)
 
-    def save_state(directory: str) -> None:
-        state = {"model": {k: v for k, v in inner.state_dict().items()
-                           if k in _trainable_keys(inner)},
-                 "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
-                 "batch_in_epoch": batch_in_epoch, "guard": json.dumps(guard.state()),
+        self.step, self.epoch, self.batch_in_epoch, self.resumed_from = 0, 0, 0, -1
+        self.guard = DivergenceGuard(cfg.spike_factor, cfg.spike_patience)
+        self.status, self.reason = "running", ""
+        self.frames_per_step = cfg.batch_size * self.world
+        # throughput since the last report: its start, frames trained, seconds waited for data
+        self.t_window, self.frames_window, self.wait_window = 0.0, 0, 0.0
+        # Whole-stream mode (several workers, deterministic data): every worker reads the global
+        # batch and keeps its rank's slice, so step k trains on the same frames with 1 or N workers.
+        self.whole_stream = self.world > 1 and cfg.deterministic_data
+        self.iterators_made = 0
+        self.logger = self.metrics_sink = None
+
+    # --- restore
+    def restore(self) -> None:
+        """Continue from the run's latest checkpoint (a re-run, or Train restarting the group),
+        then open the sinks of rank 0: the MLflow step logger and the Prometheus metrics."""
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint:
+            with checkpoint.as_directory() as d:
+                state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+            self.inner.load_state_dict(state["model"], strict=False)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+            self.resumed_from = self.step
+            self.guard.load(json.loads(state["guard"]))
+            torch.set_rng_state(state["rng_cpu"])
+            if self.on_gpu and "rng_cuda" in state:
+                torch.cuda.set_rng_state(state["rng_cuda"])
+        if self.rank == 0 and self.config.get("mlflow_run_id"):
+            from sportray.tracking import StepLogger, connect
+            self.logger = StepLogger(connect(self.config["tracking_uri"]), self.config["mlflow_run_id"])
+        from sportray.metrics import TrainMetrics   # stdlib-only at import; a no-op without Ray
+        if self.rank == 0:
+            self.metrics_sink = TrainMetrics(trial=self.config.get("trial", ""), arm=self.cfg.arm)
+
+    def save_state(self, directory: str) -> None:
+        state = {"model": {k: v for k, v in self.inner.state_dict().items()
+                           if k in _trainable_keys(self.inner)},
+                 "optimizer": self.optimizer.state_dict(), "step": self.step, "epoch": self.epoch,
+                 "batch_in_epoch": self.batch_in_epoch, "guard": json.dumps(self.guard.state()),
                  "rng_cpu": torch.get_rng_state()}
-        if on_gpu:
+        if self.on_gpu:
             state["rng_cuda"] = torch.cuda.get_rng_state()
         write_state(state, directory)
 
-    # Whole-stream mode (several workers, deterministic data): every worker reads the global
-    # batch and keeps its rank's slice, so step k trains on the same frames with 1 or N workers.
-    whole_stream = world > 1 and cfg.deterministic_data
-    read_batch = frames_per_step if whole_stream else cfg.batch_size
-    iterators_made = 0
+    def batches(self):
+        """(epoch, index in the epoch, batch) from where the restored run stopped."""
+        import ray.train
 
-    def new_iterator():
-        nonlocal iterators_made
-        iterators_made += 1
-        return shard.iter_torch_batches(batch_size=read_batch, dtypes=torch.uint8, device=device,
-                                        drop_last=True, prefetch_batches=2, pin_memory=on_gpu)
+        shard = ray.train.get_dataset_shard("train")
+        self.t_window = time.perf_counter()        # the first report's rate counts from here
+        read_batch = self.frames_per_step if self.whole_stream else self.cfg.batch_size
 
-    per_epoch = int(config.get("batches_per_epoch") or 0)
-    if per_epoch:   # run_pretrain made the dataset one stream over every epoch (a store)
-        batches = _stream_batches(new_iterator(), per_epoch, epoch, batch_in_epoch)
-    else:
-        batches = _epoch_batches(new_iterator, epoch, batch_in_epoch, rank, cfg.batch_size)
-    t_wait = time.perf_counter()
-    for batch_epoch, batch_index, batch in batches:
-        if step >= cfg.steps:
-            break
-        wait_window += time.perf_counter() - t_wait
+        def new_iterator():
+            self.iterators_made += 1
+            return shard.iter_torch_batches(batch_size=read_batch, dtypes=torch.uint8, device=self.device,
+                                            drop_last=True, prefetch_batches=2, pin_memory=self.on_gpu)
+
+        per_epoch = int(self.config.get("batches_per_epoch") or 0)
+        if per_epoch:   # run_pretrain made the dataset one stream over every epoch (a store)
+            return _stream_batches(new_iterator(), per_epoch, self.epoch, self.batch_in_epoch)
+        return _epoch_batches(new_iterator, self.epoch, self.batch_in_epoch, self.rank, self.cfg.batch_size)
+
+    # --- step
+    def train_on(self, batch: dict) -> tuple[dict, torch.Tensor]:
+        """One optimisation step on this rank's frames of the batch (train_step, shared with bench/)."""
+        cfg, offset = self.cfg, self.rank * self.cfg.batch_size
         frames = batch["frame"]
-        if whole_stream:
-            frames = frames[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
-        out, grad_norm = train_step(forward, optimizer, trainable, frames, groups, cfg, step,
-                                    offset=rank * cfg.batch_size, total=frames_per_step, proj_dim=head.proj_dim)
-        step += 1
-        epoch, batch_in_epoch = batch_epoch, batch_index + 1
-        frames_window += frames_per_step
+        if self.whole_stream:
+            frames = frames[offset:offset + cfg.batch_size]
+        return train_step(self.forward, self.optimizer, self.trainable, frames, self.groups, cfg, self.step,
+                          offset=offset, total=self.frames_per_step, proj_dim=self.head.proj_dim)
 
-        log_now = step % cfg.log_every == 0 or step == cfg.steps
-        ckpt_now = step % cfg.checkpoint_every == 0 or step == cfg.steps
-        if log_now or ckpt_now:
-            with torch.no_grad():
-                weight_norm = _norm(backbone_trainable)
-                dist_init = _norm([p.detach() - p0 for p, p0 in zip(backbone_trainable, init_params)])
-                rel = dist_init / init_norm
-            last = {"train/loss": out["loss"].item(), "train/inv": out["inv"].item(),
-                    "train/sigreg": out["sigreg"].item(), "train/grad_norm": grad_norm.item(),
-                    "train/weight_norm": weight_norm.item(), "train/rel_dist_init": rel.item(),
-                    "train/lr": optimizer.param_groups[0]["lr"]}
-            # Wall time from the last report to this one, after .item() waited for the GPU: the
-            # rate a user measures (the previous report's own time included; issue 17).
-            now = time.perf_counter()
-            last["train/frames_per_s"] = frames_window / max(now - t_window, 1e-9)
-            last["train/data_wait_s"] = wait_window / max(1, cfg.log_every)
-            problem = guard.update(last["train/loss"], last["train/grad_norm"])
-            flag = torch.tensor([1.0 if problem else 0.0], device=device)
-            if world > 1:
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            if flag.item() > 0:
-                status, reason = "diverged", problem or "another rank diverged"
-            elif step >= cfg.steps:
-                status = "finished"
-            if logger:
-                logger.log(step, last)
-            if metrics_sink:
-                metrics_sink.update(step, last)
-            report = {"step": step, "epoch": epoch, "status": status, "reason": reason,
-                      "spikes": guard.spikes, "resumed_from": resumed_from,
-                      "data_iterators": iterators_made, **last}
-            if ckpt_now or status != "running":
-                if logger:
-                    logger.flush()  # curves up to the checkpoint are safe before it counts
-                with tempfile.TemporaryDirectory() as d:
-                    if rank == 0:
-                        save_state(d)
-                        if status != "running":
-                            save_final_backbone(inner.backbone, cfg, step, status,
-                                                Path(d) / BACKBONE_DIR, config)
-                    report_checkpoint(report, d if rank == 0 else None, config.get("storage", ""), step)
-            else:
-                ray.train.report(report)
-            t_window, frames_window, wait_window = now, 0, 0.0
-            if status != "running":
-                break
-        t_wait = time.perf_counter()
-    if step < cfg.steps and status == "running":
-        raise RuntimeError(f"the data stream of rank {rank} ended at step {step} of {cfg.steps}")
-    if logger:
-        logger.flush()
+    def advance(self, batch_epoch: int, batch_index: int) -> None:
+        self.step += 1
+        self.epoch, self.batch_in_epoch = batch_epoch, batch_index + 1
+        self.frames_window += self.frames_per_step
+
+    # --- log and checkpoint
+    def log_and_checkpoint(self, out: dict, grad_norm: torch.Tensor, ckpt_now: bool) -> None:
+        """Diagnostics of this step, the divergence verdict (agreed by every rank), MLflow and
+        Prometheus, then a report to Train: with a checkpoint when one is due or the run ends."""
+        import ray.train
+
+        last = self._diagnostics(out, grad_norm)
+        # Wall time from the last report to this one, after .item() waited for the GPU: the
+        # rate a user measures (the previous report's own time included; issue 17).
+        now = time.perf_counter()
+        last["train/frames_per_s"] = self.frames_window / max(now - self.t_window, 1e-9)
+        last["train/data_wait_s"] = self.wait_window / max(1, self.cfg.log_every)
+        self._judge(last)
+        if self.logger:
+            self.logger.log(self.step, last)
+        if self.metrics_sink:
+            self.metrics_sink.update(self.step, last)
+        report = {"step": self.step, "epoch": self.epoch, "status": self.status, "reason": self.reason,
+                  "spikes": self.guard.spikes, "resumed_from": self.resumed_from,
+                  "data_iterators": self.iterators_made, **last}
+        if ckpt_now or self.status != "running":
+            self._checkpoint(report)
+        else:
+            ray.train.report(report)
+        self.t_window, self.frames_window, self.wait_window = now, 0, 0.0
+
+    def _diagnostics(self, out: dict, grad_norm: torch.Tensor) -> dict:
+        with torch.no_grad():
+            weight_norm = _norm(self.backbone_trainable)
+            dist_init = _norm([p.detach() - p0 for p, p0 in zip(self.backbone_trainable, self.init_params)])
+            rel = dist_init / self.init_norm
+        return {"train/loss": out["loss"].item(), "train/inv": out["inv"].item(),
+                "train/sigreg": out["sigreg"].item(), "train/grad_norm": grad_norm.item(),
+                "train/weight_norm": weight_norm.item(), "train/rel_dist_init": rel.item(),
+                "train/lr": self.optimizer.param_groups[0]["lr"]}
+
+    def _judge(self, last: dict) -> None:
+        """diverged when any rank's guard says so (all ranks must stop at the same step), finished
+        at the last step."""
+        import torch.distributed as dist
+
+        problem = self.guard.update(last["train/loss"], last["train/grad_norm"])
+        flag = torch.tensor([1.0 if problem else 0.0], device=self.device)
+        if self.world > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() > 0:
+            self.status, self.reason = "diverged", problem or "another rank diverged"
+        elif self.step >= self.cfg.steps:
+            self.status = "finished"
+
+    def _checkpoint(self, report: dict) -> None:
+        """Rank 0 writes the state (and, when the run ends, the final backbone); every rank reports."""
+        if self.logger:
+            self.logger.flush()  # curves up to the checkpoint are safe before it counts
+        with tempfile.TemporaryDirectory() as d:
+            if self.rank == 0:
+                self.save_state(d)
+                if self.status != "running":
+                    save_final_backbone(self.inner.backbone, self.cfg, self.step, self.status,
+                                        Path(d) / BACKBONE_DIR, self.config)
+            report_checkpoint(report, d if self.rank == 0 else None, self.config.get("storage", ""), self.step)
 
 
 def _stream_batches(iterator, per_epoch: int, epoch: int, batch_in_epoch: int):
@@ -553,14 +648,22 @@ def run_pretrain(cfg: PretrainConfig, dataset, *, storage_path: str, run_name: s
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
     )
+    run_dir = Path(storage_path) / run_name
+    (run_dir / OOM_FILE).unlink(missing_ok=True)   # an earlier attempt's: this one tries again
     try:
         result = trainer.fit()
     except Exception as exc:  # a Train failure after max_failures: report it, don't raise into Tune
-        return PretrainResult("failed", 0, "", {}, reason=f"{type(exc).__name__}: {exc}",
-                              storage=str(Path(storage_path) / run_name))
-    metrics = dict(result.metrics or {})
+        reason = _recorded_oom({"storage": str(run_dir)}) or f"{type(exc).__name__}: {exc}"
+        return PretrainResult("failed", 0, "", {}, reason=reason, storage=str(run_dir))
+    metrics = dict(result.metrics or {})          # those of the latest checkpoint
+    ended = result.return_value                   # rank 0's: a failure it ended the run on
+    if ended and ended.get("status") == "failed":
+        step = int(metrics.get("step", 0))
+        kept = f" The run's checkpoints are kept (the latest at step {step})." if result.checkpoint else ""
+        reason = ended["reason"] + kept
+        return PretrainResult("failed", step, "", {**metrics, "status": "failed", "reason": reason},
+                              reason=reason, storage=str(run_dir))
     ckpt = result.checkpoint
     backbone_dir = str(Path(ckpt.path) / BACKBONE_DIR) if ckpt else ""
     return PretrainResult(metrics.get("status", "failed"), int(metrics.get("step", 0)), backbone_dir,
-                          metrics, reason=metrics.get("reason", ""),
-                          storage=str(Path(storage_path) / run_name))
+                          metrics, reason=metrics.get("reason", ""), storage=str(run_dir))

@@ -223,8 +223,11 @@ def test_out_of_memory_message_names_batch_views_device_and_suggests_a_smaller_b
     assert "Even one frame does not fit" in one and "--batch-size 0" not in one
 
 
-def test_out_of_memory_in_the_loop_becomes_the_clear_error(monkeypatch):
-    """The entry point Ray Train calls turns torch's OOM into BatchDoesNotFitError, its chain cut."""
+def test_out_of_memory_in_the_loop_ends_the_run_with_the_clear_message(monkeypatch, tmp_path):
+    """The entry point Ray Train calls turns torch's OOM (or the CPU allocator's refusal) into the
+    BatchDoesNotFitError message. One worker returns it as the run's failure, so Train has nothing to
+    retry; several record it in the run's storage and raise it (chain cut), and a group that Train
+    restarts ends on that record without training."""
     import ray.train.torch
 
     from sportray import pretrain
@@ -235,10 +238,148 @@ def test_out_of_memory_in_the_loop_becomes_the_clear_error(monkeypatch):
     monkeypatch.setattr(pretrain, "_train_loop", oom)
     monkeypatch.setattr(ray.train.torch, "get_device", lambda: torch.device("cpu"))
     cfg = PretrainConfig(batch_size=64, views="2x224+6x96")
-    with pytest.raises(BatchDoesNotFitError) as caught:
-        pretrain.train_loop_per_worker({"pretrain": dataclasses.asdict(cfg)})
-    msg = str(caught.value)
+    config = {"pretrain": dataclasses.asdict(cfg), "storage": str(tmp_path)}
+    ended = pretrain.train_loop_per_worker(config)
+    assert ended["status"] == "failed"
+    msg = ended["reason"]
     assert "--batch-size 64" in msg and "--views 2x224+6x96" in msg and "--batch-size 32" in msg
     assert "on cpu" in msg and "Tried to allocate 2.00 GiB" in msg and "allocator hint" not in msg
-    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert not (tmp_path / pretrain.OOM_FILE).exists(), "one worker needs no record"
     print(f"OOM message: {msg}")
+
+    def cpu_allocator(config):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 549755813888 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(pretrain, "_train_loop", cpu_allocator)
+    ended = pretrain.train_loop_per_worker(config)
+    assert ended["status"] == "failed" and "out of memory on cpu" in ended["reason"], ended
+
+    def other(config):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(pretrain, "_train_loop", other)
+    with pytest.raises(RuntimeError, match="something else"):   # anything else is Train's to retry
+        pretrain.train_loop_per_worker(config)
+
+    monkeypatch.setattr(pretrain, "_train_loop", oom)
+    two = {**config, "pretrain": dataclasses.asdict(dataclasses.replace(cfg, workers=2))}
+    with pytest.raises(BatchDoesNotFitError) as caught:
+        pretrain.train_loop_per_worker(two)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert json.loads((tmp_path / pretrain.OOM_FILE).read_text())["reason"] == str(caught.value)
+
+    monkeypatch.setattr(pretrain, "_train_loop", lambda config: pytest.fail("trained after the record"))
+    assert pretrain.train_loop_per_worker(two) == {"status": "failed", "reason": str(caught.value)}
+
+
+def _train_worker_pids() -> set[int]:
+    """Pids of this test session's Ray Train workers (descendants of this process: the machine may
+    run other people's sweeps)."""
+    import psutil
+
+    me, out = os.getpid(), set()
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any("RayTrainWorker" in part for part in (p.info["cmdline"] or [])) and \
+                    any(a.pid == me for a in p.parents()):
+                out.add(p.pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+@contextlib.contextmanager
+def train_workers_seen():
+    """The set of distinct Train worker processes that lived while the block ran (polled every
+    0.1 s; a worker lives seconds: Ray start-up, imports, the model). Each attempt of a run, the
+    first and every retry, is a new worker group, so new processes."""
+    import threading
+
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            seen.update(_train_worker_pids())
+            done.wait(0.1)
+
+    before = _train_worker_pids()
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        thread.join()
+        seen.difference_update(before)
+
+
+def _checkpoint_dirs(run_dir: Path) -> list[Path]:
+    return sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
+
+
+@pytest.mark.slow
+def test_out_of_memory_in_a_step_ends_the_run_failed_at_once_without_retries_and_keeps_its_checkpoints(
+        store, tmp_path):
+    """Issue 19 item 3: out of memory is deterministic, so the run ends `failed` with the advice
+    instead of Train retrying it max_failures times. A real out of memory on this CPU: views of
+    262144 px a side make the step's first view tensor terabytes, which the allocator refuses
+    (torch raises its "DefaultCPUAllocator: can't allocate memory" RuntimeError)."""
+    if Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1":
+        pytest.skip("the kernel overcommits every allocation here: it would not refuse terabytes")
+    from sportray.data.frames import read_store
+
+    cfg = PretrainConfig(steps=4, views="2x32", batch_size=8, warmup_steps=1, log_every=2, checkpoint_every=2,
+                         cpus_per_worker=0.8, proj_dim=16, sigreg_directions=16, max_failures=2)
+    first = run_pretrain(cfg, read_store(store), storage_path=str(tmp_path), run_name="oom")
+    assert first.status == "finished" and first.steps == 4, first.reason
+    checkpoints = _checkpoint_dirs(tmp_path / "oom")
+    assert len(checkpoints) == 2
+
+    # The same run asked for 2 more steps with views that do not fit: it resumes from step 4 and
+    # its step 5 runs out of memory.
+    too_big = dataclasses.replace(cfg, steps=6, views="2x262144")
+    with train_workers_seen() as workers:
+        res = run_pretrain(too_big, read_store(store), storage_path=str(tmp_path), run_name="oom")
+    print(f"status {res.status}, {len(workers)} worker process(es); reason: {res.reason}")
+    assert len(workers) == 1, f"{len(workers)} attempts: out of memory was retried"
+    assert res.status == "failed"
+    assert res.reason.startswith("out of memory on cpu: --batch-size 8 "), res.reason
+    assert "--views 2x262144" in res.reason and "--batch-size 4" in res.reason, res.reason  # the advice
+    assert "DefaultCPUAllocator" in res.reason and "Traceback" not in res.reason
+    assert "checkpoints are kept (the latest at step 4)" in res.reason and res.steps == 4
+    assert _checkpoint_dirs(tmp_path / "oom") == checkpoints, "no checkpoint written or removed"
+    for ckpt in checkpoints:
+        assert torch.load(ckpt / STATE_FILE, weights_only=True)["step"] in (2, 4)
+    assert (checkpoints[-1] / "backbone" / "meta.json").exists()
+
+    # Views that fit again: the run resumes from its step-4 checkpoint.
+    resumed = run_pretrain(dataclasses.replace(cfg, steps=6), read_store(store), storage_path=str(tmp_path),
+                           run_name="oom")
+    assert resumed.status == "finished" and resumed.steps == 6, resumed.reason
+    assert resumed.metrics["resumed_from"] == 4
+
+
+@pytest.mark.slow
+def test_out_of_memory_with_two_workers_ends_the_run_failed_after_one_restart_without_training(store, tmp_path):
+    """With several workers a rank that ran out of memory cannot end normally (the others may wait
+    for it in a collective): it records the message in the run's storage and raises, Train tears the
+    group down and starts one more, which finds the record and ends at once. Two groups, not the
+    1 + max_failures of a retried failure."""
+    if Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1":
+        pytest.skip("the kernel overcommits every allocation here: it would not refuse terabytes")
+    from sportray.data.frames import read_store
+    from sportray.pretrain import OOM_FILE
+
+    cfg = PretrainConfig(steps=4, views="2x262144", batch_size=4, workers=2, warmup_steps=1, log_every=2,
+                         checkpoint_every=2, cpus_per_worker=0.45, proj_dim=16, sigreg_directions=16,
+                         max_failures=2)
+    with train_workers_seen() as workers:
+        res = run_pretrain(cfg, read_store(store), storage_path=str(tmp_path), run_name="oom2")
+    print(f"status {res.status}, {len(workers)} worker processes; reason: {res.reason}")
+    assert len(workers) == 4, f"{len(workers)} worker processes: not 2 groups of 2"
+    assert res.status == "failed" and res.steps == 0
+    assert res.reason.startswith("out of memory on cpu: --batch-size 4 "), res.reason
+    assert "--batch-size 2" in res.reason and "global batch of 8 frames" in res.reason, res.reason
+    assert (tmp_path / "oom2" / OOM_FILE).is_file() and not _checkpoint_dirs(tmp_path / "oom2")

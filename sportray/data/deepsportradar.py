@@ -154,26 +154,61 @@ def _scan_file(path: Path, roots: Path | list[Path], seen: set, check_images: bo
     appended to `notes` (DataErrors: file + what). Images are looked up under `roots` in order."""
     roots = [roots] if isinstance(roots, Path) else list(roots)
     notes = [] if notes is None else notes
+    doc, human_ids, fatal = _read_coco(path)
+    if fatal is not None:
+        return [], [fatal]
     problems: list[DataError] = []
+    images = _images_by_id(path, doc["images"], problems, notes)
+    anns = _human_annotations(path, doc["annotations"], images, human_ids, problems, notes)
+    samples = []
+    in_file: set = set()
+    for img_id, im in images.items():
+        fname = str(im["file_name"])
+        if fname in in_file:
+            notes.append(DataError(path, f"image {fname} is listed twice (ids differ); the first "
+                                         "entry is used"))
+            continue
+        in_file.add(fname)
+        if fname in seen:
+            continue
+        seen.add(fname)
+        img_path, problem = _find_image(path, img_id, im, roots, check_images)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        samples.append(Sample(img_path, fname, fname.replace("\\", "/").split("/")[0],
+                              int(im["width"]), int(im["height"]), img_id,
+                              tuple(anns.get(img_id, ())), path))
+    return samples, problems
+
+
+def _read_coco(path: Path) -> tuple[dict | None, set, DataError | None]:
+    """(the document, the ids of its "human" category, None), or the one error that makes the
+    file unusable as a COCO instance file."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        return [], [DataError(path, f"not JSON (not UTF-8 text: {exc.reason})")]
+        return None, set(), DataError(path, f"not JSON (not UTF-8 text: {exc.reason})")
     except json.JSONDecodeError as exc:
-        return [], [DataError(path, f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")]
+        return None, set(), DataError(path, f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
     if not isinstance(doc, dict):
-        return [], [DataError(path, "not a COCO file (top level is not an object)")]
+        return None, set(), DataError(path, "not a COCO file (top level is not an object)")
     for key in ("images", "annotations"):
         if not isinstance(doc.get(key), list):
-            return [], [DataError(path, f"not a COCO instance file: '{key}' list missing")]
+            return None, set(), DataError(path, f"not a COCO instance file: '{key}' list missing")
     cats = doc.get("categories") or []
     human_ids = {c.get("id") for c in cats if isinstance(c, dict) and c.get("name") == HUMAN}
     if not human_ids:
         names = [c.get("name") for c in cats if isinstance(c, dict)]
-        return [], [DataError(path, f"no 'human' category (categories: {names})")]
+        return None, set(), DataError(path, f"no 'human' category (categories: {names})")
+    return doc, human_ids, None
 
+
+def _images_by_id(path: Path, entries: list, problems: list, notes: list) -> dict:
+    """id -> image entry; an entry without its keys is a problem, a repeated id a note (the
+    first entry keeps the id)."""
     images: dict = {}
-    for i, im in enumerate(doc["images"]):
+    for i, im in enumerate(entries):
         if not isinstance(im, dict) or not all(k in im for k in ("id", "file_name", "width", "height")):
             problems.append(DataError(path, f"image #{i} lacks id/file_name/width/height"))
             continue
@@ -183,8 +218,15 @@ def _scan_file(path: Path, roots: Path | list[Path], seen: set, check_images: bo
                                          f"({images[im['id']]['file_name']}) keeps the id's annotations"))
             continue
         images[im["id"]] = im
+    return images
+
+
+def _human_annotations(path: Path, entries: list, images: dict, human_ids: set, problems: list,
+                       notes: list) -> dict:
+    """image id -> its usable "human" annotations (other categories are skipped); a malformed
+    one is a problem, an iscrowd one a note (and kept)."""
     anns: dict = {k: [] for k in images}
-    for i, ann in enumerate(doc["annotations"]):
+    for i, ann in enumerate(entries):
         where = f"annotation #{i}" + (f" (id {ann.get('id')})" if isinstance(ann, dict) else "")
         if not isinstance(ann, dict):
             problems.append(DataError(path, f"{where} is not an object"))
@@ -199,61 +241,56 @@ def _scan_file(path: Path, roots: Path | list[Path], seen: set, check_images: bo
         if im is None:
             problems.append(DataError(path, f"{where}: image_id {ann['image_id']} is not in 'images'"))
             continue
-        seg = ann["segmentation"]
-        size = _rle_size(seg)
-        if isinstance(seg, dict):
-            if not isinstance(size, (list, tuple)) or len(size) != 2 or "counts" not in seg:
-                problems.append(DataError(path, f"{where}: RLE needs 'size' [h, w] and 'counts'"))
-                continue
-            if [int(size[0]), int(size[1])] != [int(im["height"]), int(im["width"])]:
-                problems.append(DataError(
-                    path, f"{where}: RLE size {list(size)} differs from its image {im['file_name']} "
-                          f"(height x width {im['height']} x {im['width']})"))
-                continue
-        elif not isinstance(seg, list):
-            problems.append(DataError(path, f"{where}: segmentation is neither RLE nor polygons"))
+        reason = _segmentation_problem(ann["segmentation"], im)
+        if reason:
+            problems.append(DataError(path, f"{where}: {reason}"))
             continue
         if ann.get("iscrowd"):
             notes.append(DataError(path, f"{where}: iscrowd mask on image {im['file_name']} "
                                          "(kept: a crowd region covers people)"))
         anns[ann["image_id"]].append(ann)
+    return anns
 
-    samples = []
-    in_file: set = set()
-    for img_id, im in images.items():
-        fname = str(im["file_name"])
-        if fname in in_file:
-            notes.append(DataError(path, f"image {fname} is listed twice (ids differ); the first "
-                                         "entry is used"))
-            continue
-        in_file.add(fname)
-        if fname in seen:
-            continue
-        seen.add(fname)
-        candidates = [r / fname for r in roots]
-        img_path = next((c for c in candidates if c.is_file()), None)
-        if img_path is None:
-            looked = "" if len(roots) == 1 else "; looked under " + ", ".join(str(r) for r in roots)
-            problems.append(DataError(candidates[0], f"image file missing (listed in {path.name} "
-                                                     f"as image id {img_id}{looked}; "
-                                                     "--basketball-images DIR says where the images are)"))
-            continue
-        if check_images:
-            try:
-                from PIL import Image
-                with Image.open(img_path) as pil:
-                    w, h = pil.size
-            except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, ...
-                problems.append(DataError(img_path, f"unreadable image ({type(exc).__name__}: {exc})"))
-                continue
-            if (w, h) != (int(im["width"]), int(im["height"])):
-                problems.append(DataError(img_path, f"image is {w}x{h} but {path.name} says "
-                                                    f"{im['width']}x{im['height']}"))
-                continue
-        samples.append(Sample(img_path, fname, fname.replace("\\", "/").split("/")[0],
-                              int(im["width"]), int(im["height"]), img_id,
-                              tuple(anns.get(img_id, ())), path))
-    return samples, problems
+
+def _segmentation_problem(seg, im: dict) -> str:
+    """What is wrong with a segmentation's shape for its image ("" when nothing): an RLE needs
+    'size' (its image's) and 'counts'; anything else must be a list of polygons."""
+    if isinstance(seg, dict):
+        size = _rle_size(seg)
+        if not isinstance(size, (list, tuple)) or len(size) != 2 or "counts" not in seg:
+            return "RLE needs 'size' [h, w] and 'counts'"
+        if [int(size[0]), int(size[1])] != [int(im["height"]), int(im["width"])]:
+            return (f"RLE size {list(size)} differs from its image {im['file_name']} "
+                    f"(height x width {im['height']} x {im['width']})")
+    elif not isinstance(seg, list):
+        return "segmentation is neither RLE nor polygons"
+    return ""
+
+
+def _find_image(path: Path, img_id, im: dict, roots: list[Path], check_images: bool
+                ) -> tuple[Path | None, DataError | None]:
+    """The image file of an entry (the first root that has it) or why it cannot be used:
+    missing, or with check_images unreadable or not the size the json says."""
+    fname = str(im["file_name"])
+    candidates = [r / fname for r in roots]
+    img_path = next((c for c in candidates if c.is_file()), None)
+    if img_path is None:
+        looked = "" if len(roots) == 1 else "; looked under " + ", ".join(str(r) for r in roots)
+        return None, DataError(candidates[0], f"image file missing (listed in {path.name} "
+                                              f"as image id {img_id}{looked}; "
+                                              "--basketball-images DIR says where the images are)")
+    if not check_images:
+        return img_path, None
+    try:
+        from PIL import Image   # here, not at the top: 25 ms, and only checked images need it
+        with Image.open(img_path) as pil:
+            w, h = pil.size
+    except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, ...
+        return None, DataError(img_path, f"unreadable image ({type(exc).__name__}: {exc})")
+    if (w, h) != (int(im["width"]), int(im["height"])):
+        return None, DataError(img_path, f"image is {w}x{h} but {path.name} says "
+                                         f"{im['width']}x{im['height']}")
+    return img_path, None
 
 
 def scan_dataset(root: str | Path, check_images: bool = True, coco_file: str = "",

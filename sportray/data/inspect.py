@@ -85,131 +85,24 @@ def inspect(path: str | Path, decode_tail: bool = True, soccer_splits: str = "",
         return summary, [DataError(root, "does not exist")]
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     base = root.parent if root.is_file() else root
+    folder = root if root.is_dir() else None     # what a relative split list / image root is under
 
-    # --- videos: every one is checked once
     video_files = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
-    infos: dict[Path, VideoInfo] = {}
-    video_rows = []
-    for v in video_files:
-        try:
-            info = check_video(v) if decode_tail else probe_video(v)
-        except DataError as exc:
-            problems.append(exc)
-            continue
-        infos[v] = info
-        video_rows.append({"path": _rel(v, base), "codec": info.codec, "width": info.width,
-                           "height": info.height, "fps": round(info.frames_per_s, 3),
-                           "duration_s": round(info.duration_s, 3)})
-
-    # --- SoccerNet games
+    infos, video_rows = _check_videos(video_files, base, decode_tail, problems)
     game_dirs = sorted({f.parent for f in files
                         if f.name == soccernet.LABELS_FILE or soccernet._HALF_VIDEO.match(f.name)})
     in_games: set[Path] = set()
     if game_dirs:
         summary["kinds"].append("soccernet")
-        counts = {c: 0 for c in SOCCER_CLASSES}
-        games, n_halves, n_events, n_labels = [], 0, 0, 0
-        visibility: dict[str, int] = {}
-        duplicates = 0
-        game_objs = []
-        for folder in game_dirs:
-            game = soccernet._game(folder)
-            game_objs.append(game)
-            in_games.update(game.videos.values())
-            for half in (1, 2):
-                if half not in game.videos:
-                    problems.append(DataError(folder, f"half {half} video missing (expected "
-                                                      f"{half}_224p.mkv beside {soccernet.LABELS_FILE})"))
-            n_halves += len(game.videos)
-            events: list = []
-            if game.labels is None:
-                problems.append(DataError(folder / soccernet.LABELS_FILE, "missing (no action labels "
-                                                                          "for this game)"))
-            else:
-                n_labels += 1
-                events, label_problems = soccernet.scan_labels(game.labels)
-                problems += label_problems
-                # positions are checked against the halves whose video is readable (a missing or
-                # broken video is reported once, above)
-                durations = {h: infos[v].duration_s for h, v in game.videos.items() if v in infos}
-                problems += soccernet.position_problems(
-                    [e for e in events if e.half in durations], durations, game.labels)
-                for e in events:
-                    counts[e.label] += 1
-                    visibility[e.visibility] = visibility.get(e.visibility, 0) + 1
-                notes += soccernet.label_notes(game.labels, events)
-                duplicates += len(events) - len(soccernet.unique_events(events))
-            n_events += len(events)
-            games.append({"id": game.id, "halves": sorted(game.videos), "events": len(events),
-                          "labels": game.labels is not None})
-        summary["soccernet"] = {"games": len(games), "halves": n_halves, "labels_files": n_labels,
-                                "events": n_events, "events_per_class": counts,
-                                "visibility": dict(sorted(visibility.items())),
-                                "duplicate_events": duplicates, "game_list": games}
-        try:
-            plan = soccernet.plan_splits(game_objs, lists_dir=soccer_splits, root=root if root.is_dir() else None)
-        except DataError as exc:
-            problems.append(exc)
-        else:
-            split_of = {g.id: k for k, gs in plan.splits.items() for g in gs}
-            for g in games:
-                g["split"] = split_of.get(g["id"])
-            summary["soccernet"]["split"] = {
-                "source": plan.source, "lists": plan.lists, "rule": plan.describe(),
-                "games": {k: len(v) for k, v in plan.splits.items()},
-                "listed_missing": len(plan.missing), "listed_missing_games": list(plan.missing),
-                "unlisted": list(plan.unlisted)}
-
-    # --- DeepSportRadar COCO files
+        summary["soccernet"], in_games = _soccernet_summary(game_dirs, infos, folder, soccer_splits,
+                                                            problems, notes)
     coco_files, json_problems = _coco_candidates(files)
     problems += json_problems
     if coco_files:
         summary["kinds"].append("deepsportradar")
-        arenas: dict[str, dict] = {}
-        n_images = n_masks = 0
-        seen: set = set()
-        per_file, unlabelled, images_roots, image_problems = {}, [], set(), set()
-        for f in coco_files:
-            try:
-                roots = dsr.image_roots(f, root if root.is_dir() else None, basketball_images)
-            except ConfigError as exc:
-                problems.append(DataError(basketball_images, str(exc)))
-                break
-            # each file on its own (train.json and trainvaltest.json list the same images); an
-            # image problem is reported once, for the first file that lists the image
-            samples, p = dsr._scan_file(f, roots, set(), check_images=True, notes=notes)
-            problems += [x for x in p if x.path.endswith(".json") or x.path not in image_problems]
-            image_problems.update(x.path for x in p if not x.path.endswith(".json"))
-            per_file[_rel(f, base)] = {"images": len(samples) + sum(not x.path.endswith(".json") for x in p),
-                                       "labelled": sum(s.labelled for s in samples),
-                                       "unlabelled": sum(not s.labelled for s in samples),
-                                       "masks": sum(len(s.annotations) for s in samples)}
-            for s in samples:
-                if s.file_name in seen:
-                    continue
-                seen.add(s.file_name)
-                images_roots.update(str(r) for r in roots if r / s.file_name == s.image_path)
-                if not s.labelled:
-                    unlabelled.append(s.file_name)
-                a = arenas.setdefault(s.arena, {"images": 0, "masks": 0})
-                a["images"] += 1
-                a["masks"] += len(s.annotations)
-                n_images += 1
-                n_masks += len(s.annotations)
-        try:
-            folder = coco_files[0].parent
-            probe_coco = _rel(dsr.choose_coco(folder, basketball_coco), base)
-        except (ConfigError, DataError) as exc:
-            probe_coco = f"(none: {exc})"
-        summary["deepsportradar"] = {"json_files": [_rel(f, base) for f in coco_files],
-                                     "probe_coco": probe_coco, "images_root": sorted(images_roots),
-                                     "images": n_images, "labelled": n_images - len(unlabelled),
-                                     "unlabelled": len(unlabelled), "masks": n_masks,
-                                     "per_file": per_file, "unlabelled_images": sorted(unlabelled),
-                                     "arenas": dict(sorted(arenas.items()))}
-
-    other_videos = [v for v in video_files if v not in in_games]
-    if other_videos:
+        summary["deepsportradar"] = _deepsportradar_summary(coco_files, folder, base, basketball_coco,
+                                                            basketball_images, problems, notes)
+    if any(v not in in_games for v in video_files):
         summary["kinds"].append("videos")
     summary["videos"] = video_rows
     summary["video_files"] = len(video_files)
@@ -219,6 +112,144 @@ def inspect(path: str | Path, decode_tail: bool = True, soccer_splits: str = "",
     summary["problems"] = len(problems)
     summary["notes"] = problems_json(notes)
     return summary, problems
+
+
+def _check_videos(video_files: list[Path], base: Path, decode_tail: bool,
+                  problems: list[DataError]) -> tuple[dict[Path, VideoInfo], list[dict]]:
+    """Every video checked once: its info (the readable ones) and its summary row."""
+    infos: dict[Path, VideoInfo] = {}
+    rows = []
+    for v in video_files:
+        try:
+            info = check_video(v) if decode_tail else probe_video(v)
+        except DataError as exc:
+            problems.append(exc)
+            continue
+        infos[v] = info
+        rows.append({"path": _rel(v, base), "codec": info.codec, "width": info.width,
+                     "height": info.height, "fps": round(info.frames_per_s, 3),
+                     "duration_s": round(info.duration_s, 3)})
+    return infos, rows
+
+
+def _soccernet_summary(game_dirs: list[Path], infos: dict[Path, VideoInfo], folder: Path | None,
+                       soccer_splits: str, problems: list[DataError], notes: list[DataError]
+                       ) -> tuple[dict, set[Path]]:
+    """The SoccerNet games' summary (counts, per-game rows, the probe's split) and the videos
+    that belong to a game."""
+    counts = {c: 0 for c in SOCCER_CLASSES}
+    visibility: dict[str, int] = {}
+    games, game_objs, in_games = [], [], set()
+    n_halves = n_events = n_labels = duplicates = 0
+    for game_dir in game_dirs:
+        game = soccernet._game(game_dir)
+        game_objs.append(game)
+        in_games.update(game.videos.values())
+        for half in (1, 2):
+            if half not in game.videos:
+                problems.append(DataError(game_dir, f"half {half} video missing (expected "
+                                                    f"{half}_224p.mkv beside {soccernet.LABELS_FILE})"))
+        n_halves += len(game.videos)
+        events: list = []
+        if game.labels is None:
+            problems.append(DataError(game_dir / soccernet.LABELS_FILE, "missing (no action labels "
+                                                                        "for this game)"))
+        else:
+            n_labels += 1
+            events = _game_events(game, infos, problems, notes)
+            for e in events:
+                counts[e.label] += 1
+                visibility[e.visibility] = visibility.get(e.visibility, 0) + 1
+            duplicates += len(events) - len(soccernet.unique_events(events))
+        n_events += len(events)
+        games.append({"id": game.id, "halves": sorted(game.videos), "events": len(events),
+                      "labels": game.labels is not None})
+    summary = {"games": len(games), "halves": n_halves, "labels_files": n_labels,
+               "events": n_events, "events_per_class": counts,
+               "visibility": dict(sorted(visibility.items())),
+               "duplicate_events": duplicates, "game_list": games}
+    split = _soccer_split(game_objs, games, folder, soccer_splits, problems)
+    if split is not None:
+        summary["split"] = split
+    return summary, in_games
+
+
+def _game_events(game, infos: dict[Path, VideoInfo], problems: list[DataError],
+                 notes: list[DataError]) -> list:
+    """A game's labelled events; their problems and quirks go to problems / notes."""
+    events, label_problems = soccernet.scan_labels(game.labels)
+    problems += label_problems
+    # positions are checked against the halves whose video is readable (a missing or broken
+    # video is reported once, by _check_videos)
+    durations = {h: infos[v].duration_s for h, v in game.videos.items() if v in infos}
+    problems += soccernet.position_problems(
+        [e for e in events if e.half in durations], durations, game.labels)
+    notes += soccernet.label_notes(game.labels, events)
+    return events
+
+
+def _soccer_split(game_objs: list, games: list[dict], folder: Path | None, soccer_splits: str,
+                  problems: list[DataError]) -> dict | None:
+    """The split the soccer probe would use (each game row gets its "split"), None if it cannot."""
+    try:
+        plan = soccernet.plan_splits(game_objs, lists_dir=soccer_splits, root=folder)
+    except DataError as exc:
+        problems.append(exc)
+        return None
+    split_of = {g.id: k for k, gs in plan.splits.items() for g in gs}
+    for g in games:
+        g["split"] = split_of.get(g["id"])
+    return {"source": plan.source, "lists": plan.lists, "rule": plan.describe(),
+            "games": {k: len(v) for k, v in plan.splits.items()},
+            "listed_missing": len(plan.missing), "listed_missing_games": list(plan.missing),
+            "unlisted": list(plan.unlisted)}
+
+
+def _deepsportradar_summary(coco_files: list[Path], folder: Path | None, base: Path,
+                            basketball_coco: str, basketball_images: str,
+                            problems: list[DataError], notes: list[DataError]) -> dict:
+    """The COCO files' summary: per file, per arena, and which file the probe would use."""
+    arenas: dict[str, dict] = {}
+    n_images = n_masks = 0
+    seen: set = set()
+    per_file, unlabelled, images_roots, image_problems = {}, [], set(), set()
+    for f in coco_files:
+        try:
+            roots = dsr.image_roots(f, folder, basketball_images)
+        except ConfigError as exc:
+            problems.append(DataError(basketball_images, str(exc)))
+            break
+        # each file on its own (train.json and trainvaltest.json list the same images); an
+        # image problem is reported once, for the first file that lists the image
+        samples, p = dsr._scan_file(f, roots, set(), check_images=True, notes=notes)
+        problems += [x for x in p if x.path.endswith(".json") or x.path not in image_problems]
+        image_problems.update(x.path for x in p if not x.path.endswith(".json"))
+        per_file[_rel(f, base)] = {"images": len(samples) + sum(not x.path.endswith(".json") for x in p),
+                                   "labelled": sum(s.labelled for s in samples),
+                                   "unlabelled": sum(not s.labelled for s in samples),
+                                   "masks": sum(len(s.annotations) for s in samples)}
+        for s in samples:
+            if s.file_name in seen:
+                continue
+            seen.add(s.file_name)
+            images_roots.update(str(r) for r in roots if r / s.file_name == s.image_path)
+            if not s.labelled:
+                unlabelled.append(s.file_name)
+            a = arenas.setdefault(s.arena, {"images": 0, "masks": 0})
+            a["images"] += 1
+            a["masks"] += len(s.annotations)
+            n_images += 1
+            n_masks += len(s.annotations)
+    try:
+        probe_coco = _rel(dsr.choose_coco(coco_files[0].parent, basketball_coco), base)
+    except (ConfigError, DataError) as exc:
+        probe_coco = f"(none: {exc})"
+    return {"json_files": [_rel(f, base) for f in coco_files],
+            "probe_coco": probe_coco, "images_root": sorted(images_roots),
+            "images": n_images, "labelled": n_images - len(unlabelled),
+            "unlabelled": len(unlabelled), "masks": n_masks,
+            "per_file": per_file, "unlabelled_images": sorted(unlabelled),
+            "arenas": dict(sorted(arenas.items()))}
 
 
 def problems_json(problems: list[DataError]) -> list[dict]:

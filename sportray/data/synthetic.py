@@ -438,8 +438,20 @@ def _world(style: _Style, z: int) -> tuple[np.ndarray, np.ndarray]:
     interleaved UV (NV12 layout)."""
     from PIL import Image, ImageDraw
 
-    hw, ww = WORLD_H * z, WORLD_W * z
-    img = np.zeros((hw, ww, 3), np.float32)
+    img = np.zeros((WORLD_H * z, WORLD_W * z, 3), np.float32)
+    board_end = _paint_stands(img, style, z)
+    _paint_grass(img, style, z, board_end)
+    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    pen = _PitchPen(ImageDraw.Draw(pil), z, style.line)
+    # drawn in this order: later strokes cover earlier ones where they cross
+    _draw_markings(pen)
+    _draw_goals(pen)
+    _draw_corner_flags(pen, style.flag_colour)
+    return _nv12(np.asarray(pil))
+
+
+def _paint_stands(img: np.ndarray, style: _Style, z: int) -> int:
+    """Crowd in tiers, then a row of advertising boards; returns the first row below them."""
     stand_end, board_end = int((Y0 - 10) * z), int((Y0 - 3) * z)
     crowd = style.crowd_pal[style.crowd].repeat(2 * z, 0).repeat(2 * z, 1)
     img[:stand_end] = crowd[:stand_end]
@@ -447,10 +459,15 @@ def _world(style: _Style, z: int) -> tuple[np.ndarray, np.ndarray]:
     for x, w, c1, c2 in style.boards:
         img[stand_end:board_end, x * z:(x + w) * z] = c1
         img[stand_end + 2 * z:board_end - 2 * z, (x + 8) * z:(x + w - 8) * z:3 * z] = c2  # "text"
-    # grass with mowing stripes (follow the perspective) and a far-to-near brightness gradient
-    rows = np.arange(board_end, hw)
+    return board_end
+
+
+def _paint_grass(img: np.ndarray, style: _Style, z: int, board_end: int) -> None:
+    """Grass with mowing stripes (they follow the perspective) and a far-to-near brightness
+    gradient, from board_end down."""
+    rows = np.arange(board_end, img.shape[0])
     y_m = (rows / z - Y0) / SY
-    cols = np.arange(ww) / z
+    cols = np.arange(img.shape[1]) / z
     k = _depth(np.clip(y_m, -5, 75))[:, None]
     x_m = ((cols[None, :] / SX - X0 / SX) - PITCH_L / 2) / k + PITCH_L / 2
     light = np.floor(x_m / style.stripe_m) % 2 == 0
@@ -458,49 +475,63 @@ def _world(style: _Style, z: int) -> tuple[np.ndarray, np.ndarray]:
     row_light = ((style.grass[None, :] + style.stripe) * shade).astype(np.float32)   # per row
     row_dark = ((style.grass[None, :] - style.stripe) * shade).astype(np.float32)
     img[board_end:] = np.where(light[..., None], row_light[:, None, :], row_dark[:, None, :])
-    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-    d = ImageDraw.Draw(pil)
-    lw = max(1, z)
 
-    def P(x, y):
-        px, py, _ = to_px(x, y, z)
+
+class _PitchPen:
+    """Draws on the world image (a PIL ImageDraw) at zoom z with points given in pitch metres."""
+
+    def __init__(self, draw, z: int, colour: tuple):
+        self.draw, self.z, self.colour = draw, z, colour
+        self.lw = max(1, z)                      # line width in px
+
+    def at(self, x, y) -> tuple[float, float]:
+        px, py, _ = to_px(x, y, self.z)
         return float(px), float(py)
 
-    def poly(pts, closed=False, fill=style.line, width=lw):
-        pts = [P(x, y) for x, y in pts]
+    def poly(self, pts, closed: bool = False) -> None:
+        pts = [self.at(x, y) for x, y in pts]
         if closed:
             pts.append(pts[0])
-        d.line(pts, fill=fill, width=width)
+        self.draw.line(pts, fill=self.colour, width=self.lw)
 
-    def circle(cx, cy, r, a0=0.0, a1=360.0, n=64):
+    def circle(self, cx, cy, r, a0: float = 0.0, a1: float = 360.0, n: int = 64) -> None:
         a = np.radians(np.linspace(a0, a1, n))
-        poly(list(zip(cx + r * np.cos(a), cy + r * np.sin(a))))
+        self.poly(list(zip(cx + r * np.cos(a), cy + r * np.sin(a))))
 
+    def spot(self, x, y, rx: float, ry: float) -> None:
+        """A filled ellipse of rx x ry line widths (foreshortened: ry < rx)."""
+        px, py = self.at(x, y)
+        lw = self.lw
+        self.draw.ellipse([px - rx * lw, py - ry * lw, px + rx * lw, py + ry * lw], fill=self.colour)
+
+
+def _draw_markings(pen: _PitchPen) -> None:
     L, Wd = PITCH_L, PITCH_W
-    poly([(0, 0), (L, 0), (L, Wd), (0, Wd)], closed=True)
-    poly([(L / 2, 0), (L / 2, Wd)])
-    circle(L / 2, Wd / 2, 9.15)
-    for sx, sgn in ((0.0, 1), (L, -1)):
-        poly([(sx, 13.84), (sx + sgn * 16.5, 13.84), (sx + sgn * 16.5, 54.16), (sx, 54.16)])
-        poly([(sx, 24.84), (sx + sgn * 5.5, 24.84), (sx + sgn * 5.5, 43.16), (sx, 43.16)])
+    pen.poly([(0, 0), (L, 0), (L, Wd), (0, Wd)], closed=True)
+    pen.poly([(L / 2, 0), (L / 2, Wd)])
+    pen.circle(L / 2, Wd / 2, 9.15)
+    for sx, sgn in ((0.0, 1), (L, -1)):           # each end: boxes, the arc, the penalty spot
+        pen.poly([(sx, 13.84), (sx + sgn * 16.5, 13.84), (sx + sgn * 16.5, 54.16), (sx, 54.16)])
+        pen.poly([(sx, 24.84), (sx + sgn * 5.5, 24.84), (sx + sgn * 5.5, 43.16), (sx, 43.16)])
         spot = sx + sgn * 11
-        a = np.degrees(np.arccos(5.5 / 9.15))
-        circle(spot, Wd / 2, 9.15, -a if sgn > 0 else 180 - a, a if sgn > 0 else 180 + a, 24)
-        for cx, cy in ((spot, Wd / 2),):
-            px, py = P(cx, cy)
-            d.ellipse([px - lw, py - lw * 0.7, px + lw, py + lw * 0.7], fill=style.line)
-    px, py = P(L / 2, Wd / 2)
-    d.ellipse([px - 1.5 * lw, py - lw, px + 1.5 * lw, py + lw], fill=style.line)
+        a = np.degrees(np.arccos(5.5 / 9.15))    # the arc outside the penalty box only
+        pen.circle(spot, Wd / 2, 9.15, -a if sgn > 0 else 180 - a, a if sgn > 0 else 180 + a, 24)
+        pen.spot(spot, Wd / 2, 1, 0.7)
+    pen.spot(L / 2, Wd / 2, 1.5, 1)
     for cx, cy, a0 in ((0, 0, 0), (L, 0, 90), (L, Wd, 180), (0, Wd, 270)):
-        circle(cx, cy, 1.0, a0, a0 + 90, 8)
-    # goals: posts and crossbar (upright), net behind
+        pen.circle(cx, cy, 1.0, a0, a0 + 90, 8)
+
+
+def _draw_goals(pen: _PitchPen) -> None:
+    """Posts and crossbar (upright), the net behind them."""
+    d, z, lw = pen.draw, pen.z, pen.lw
     net = (205, 205, 205)
-    for gx, back in ((0.0, -2.0), (L, L + 2.0)):
-        (fx1, fy1), (fx2, fy2) = P(gx, 30.34), P(gx, 37.66)
-        (bx1, by1), (bx2, by2) = P(back, 30.34), P(back, 37.66)
+    for gx, back in ((0.0, -2.0), (PITCH_L, PITCH_L + 2.0)):
+        (fx1, fy1), (fx2, fy2) = pen.at(gx, 30.34), pen.at(gx, 37.66)
+        (bx1, by1), (bx2, by2) = pen.at(back, 30.34), pen.at(back, 37.66)
         k1, k2 = _depth(30.34) * PX_PER_M_UP * z, _depth(37.66) * PX_PER_M_UP * z
-        hp1, hp2 = 2.44 * k1, 2.44 * k2
-        hb1, hb2 = 1.6 * k1, 1.6 * k2
+        hp1, hp2 = 2.44 * k1, 2.44 * k2          # post heights, px
+        hb1, hb2 = 1.6 * k1, 1.6 * k2            # the net's back, lower
         for t in np.linspace(0, 1, 7):               # net mesh: verticals across the back
             d.line([(bx1 + t * (bx2 - bx1), by1 + t * (by2 - by1)),
                     (bx1 + t * (bx2 - bx1), by1 + t * (by2 - by1) - (hb1 + t * (hb2 - hb1)))],
@@ -516,20 +547,28 @@ def _world(style: _Style, z: int) -> tuple[np.ndarray, np.ndarray]:
         d.line([(fx1, fy1), (fx1, fy1 - hp1)], fill=white, width=lw + 1)
         d.line([(fx2, fy2), (fx2, fy2 - hp2)], fill=white, width=lw + 1)
         d.line([(fx1, fy1 - hp1), (fx2, fy2 - hp2)], fill=white, width=lw + 1)
-    # corner flags
-    for cx, cy in ((0, 0), (L, 0), (L, Wd), (0, Wd)):
-        px, py = P(cx, cy)
+
+
+def _draw_corner_flags(pen: _PitchPen, colour: tuple) -> None:
+    d, z = pen.draw, pen.z
+    for cx, cy in ((0, 0), (PITCH_L, 0), (PITCH_L, PITCH_W), (0, PITCH_W)):
+        px, py = pen.at(cx, cy)
         hpx = 1.5 * _depth(cy) * PX_PER_M_UP * z
-        d.line([(px, py), (px, py - hpx)], fill=(230, 230, 230), width=lw)
+        d.line([(px, py), (px, py - hpx)], fill=(230, 230, 230), width=pen.lw)
         d.polygon([(px, py - hpx), (px + 4 * z, py - hpx + 1.5 * z), (px, py - hpx + 3 * z)],
-                  fill=style.flag_colour)
-    yuv = _yuv(np.asarray(pil))
+                  fill=colour)
+
+
+def _nv12(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 RGB (h, w, 3) -> Y (h, w) and interleaved UV (h/2, w): chroma is the 2x2 mean,
+    rounded half to even."""
+    yuv = _yuv(rgb)
     y = np.ascontiguousarray(yuv[..., 0])
     c = yuv[..., 1:].astype(np.uint16)
     s = c[0::2, 0::2] + c[0::2, 1::2] + c[1::2, 0::2] + c[1::2, 1::2]    # 4 x the 2x2 mean
     q, r = s >> 2, s & 3
     uv = (q + (r > 2) + ((r == 2) & (q & 1 == 1))).astype(np.uint8)       # round half to even
-    return y, np.ascontiguousarray(uv.reshape(hw // 2, ww))
+    return y, np.ascontiguousarray(uv.reshape(rgb.shape[0] // 2, rgb.shape[1]))
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -686,22 +725,26 @@ def _scatter(rng, n, xr, yr):
     return np.stack([rng.uniform(*xr, n), rng.uniform(*yr, n)], 1)
 
 
-def _scene(label: str, rng: np.random.Generator, A: list, D: list) -> _Scene:
-    """The class's arrangement with the attacked goal at x = 0 (canonical frame).
+@dataclass(frozen=True)
+class _Cast:
+    """Who plays a scene. A, D: the attacking and defending teams' actor ids (goalkeeper first);
+    a, d: their outfield players in a per-event shuffled order (the scenes take who they need from
+    the front: a[0] is the penalty taker, the shooter, the thrower...)."""
+    A: list
+    D: list
+    a: list
+    d: list
 
-    A: attacking team's actor ids (goalkeeper first), D: defending team's.
-    """
+
+def _default_scene(rng: np.random.Generator, A: list, D: list) -> tuple[_Scene, _Cast]:
+    """Keepers in goal, officials at their posts, everyone else spread out upfield: what a class
+    scene starts from before it moves the actors its signature needs."""
     pos = np.zeros((N_ACTORS, 2))
-    pose = np.full(N_ACTORS, -1)
-    lift = np.zeros(N_ACTORS)
     vis = np.ones(N_ACTORS, bool)
     vis[SUB] = False
-    wig = np.full(N_ACTORS, 0.15)
-    items: list = []
     a, d = list(A[1:]), list(D[1:])
     rng.shuffle(a)
     rng.shuffle(d)
-    # defaults: keepers in goal, officials at their posts, everyone else spread out upfield
     pos[D[0]] = (0.8, 34 + rng.normal(0, 1.0))
     pos[A[0]] = (103.5, 34 + rng.normal(0, 2.0))
     pos[a] = _scatter(rng, 10, (25, 70), (5, 63))
@@ -711,245 +754,342 @@ def _scene(label: str, rng: np.random.Generator, A: list, D: list) -> _Scene:
     pos[LIN_NEAR] = (rng.uniform(60, 95), 69.2)
     pos[FOURTH] = (52.5, -2.6)
     pos[SUB] = (54.5, -2.4)
-    ball = np.array([30.0, 34.0, 0.0])
-    cam = np.array([20.0, 34.0])
-    big = False
-    walk = None
-    u = rng.uniform
+    sc = _Scene(pos=pos, pose=np.full(N_ACTORS, -1), lift=np.zeros(N_ACTORS), visible=vis,
+                ball=np.array([30.0, 34.0, 0.0]), cam=np.array([20.0, 34.0]),
+                wiggle=np.full(N_ACTORS, 0.15))
+    return sc, _Cast(A, D, a, d)
 
-    if label == "Penalty":
-        ball[:] = (11, 34, 0)
-        pos[a[0]] = (13.3, 34 + u(-1.5, 1.5))
-        pose[a[0]] = STAND
-        pos[D[0]] = (0.3, 34 + u(-0.5, 0.5))
-        pose[D[0]] = ARMS_OUT
-        ring = a[1:5] + d[:4]
-        ys = np.sort(u(16, 52, len(ring)))
-        pos[ring] = np.stack([u(17.2, 20.5, len(ring)), ys], 1)
-        pose[ring] = STAND
-        pos[REF] = (14.5, 44 + u(-2, 2))
-        cam[:] = (13, 34)
-    elif label == "Kick-off":
-        ball[:] = (52.5, 34, 0)
-        pos[a[0]] = (52.9, 34.9)
-        pos[a[1]] = (53.6, 37.5)
-        rows_a = [(60, 12), (60, 28), (60, 40), (60, 56), (72, 14), (70, 34), (72, 54), (85, 20)]
-        rows_d = [(43, 10), (44, 28), (44, 40), (43, 58), (32, 16), (30, 30), (30, 40), (32, 52),
-                  (20, 26), (20, 42)]
-        pos[a[2:]] = np.array(rows_a[:len(a) - 2]) + rng.normal(0, 0.8, (len(a) - 2, 2))
-        pos[d] = np.array(rows_d) + rng.normal(0, 0.8, (10, 2))
-        pose[a + d] = STAND
-        pos[D[0]] = (1.0, 34)
-        pos[A[0]] = (104, 34)
-        pos[REF] = (47 + u(-2, 2), 22 + u(-3, 3))
-        cam[:] = (52.5, 34)
-    elif label == "Goal":
-        ball[:] = (-1.2, 34 + u(-2.5, 2.5), 0.3)
-        pos[D[0]] = (1.8, 34 + u(-3, 3))
-        pose[D[0]] = LYING
-        cy = u(9, 18) if rng.random() < 0.5 else u(50, 59)
-        centre = np.array([u(8, 15), cy])
-        grp = a[:5]
-        pos[grp] = centre + rng.normal(0, 0.9, (5, 2)) * (1.0, 1.6)
-        pose[grp] = [ARMS_UP, ARMS_UP, STAND, ARMS_UP, STAND]
-        wig[grp] = 0.45
-        pos[d[:4]] = _scatter(rng, 4, (3, 13), (22, 46))
-        pose[d[:4]] = STAND
-        pos[REF] = (24, 34 + u(-6, 6))
-        cam[:] = (10, 34) if rng.random() < 0.5 else centre
-    elif label == "Substitution":
-        pos[FOURTH] = (52.5, -2.4)
-        pose[FOURTH] = ARMS_UP
-        items.append(("board", FOURTH))
-        off = a[0]
-        pos[off] = (51.0 - u(0, 1.5), 0.6)
-        walk = (off, (0.2, -0.9))
-        vis[SUB] = True
-        pos[SUB] = (54.2, -1.9)
-        pose[SUB] = STAND
-        others = a[1:] + d
-        pos[others] = _scatter(rng, len(others), (30, 75), (12, 58))
-        pose[others] = STAND
-        pos[REF] = (48 + u(-3, 3), 9 + u(-2, 3))
-        pos[LIN_FAR] = (u(20, 35), -1.2)
-        cam[:] = (52.5, 3)
-    elif label == "Offside":
-        xl = u(16, 32)
-        ys = np.array([13, 27, 41, 55]) + rng.normal(0, 1.5, 4)
-        pos[d[:4]] = np.stack([xl + u(-0.25, 0.25, 4), ys], 1)
-        pose[d[:4]] = STAND
-        pos[a[0]] = (xl - u(1.8, 4.0), u(20, 48))
-        ball[:] = (pos[a[0], 0] - 0.7, pos[a[0], 1] + 0.4, 0)
-        pos[a[1:4]] = np.stack([xl + u(2, 9, 3), u(10, 58, 3)], 1)
-        pos[a[4:]] = _scatter(rng, len(a) - 4, (xl + 14, xl + 45), (5, 63))
-        pos[d[4:]] = _scatter(rng, len(d) - 4, (xl + 12, xl + 40), (5, 63))
-        pos[LIN_FAR] = (xl, -1.2)
-        pose[LIN_FAR] = ARM_UP
-        pos[REF] = (xl + u(12, 20), 40 + u(-6, 6))
-        pos[D[0]] = (2.5, 34 + u(-3, 3))
-        cam[:] = (xl - 1, 26)
-    elif label in ("Shots on target", "Shots off target"):
-        on = label == "Shots on target"
-        sx = u(12, 19) if on else u(17, 26)
-        shooter = np.array([sx, u(24, 44)])
-        pos[a[0]] = shooter
-        pose[a[0]] = RUN_A
-        if on:
-            target = np.array([0.0, 34 + u(-3.0, 3.0), u(0.4, 2.0)])
-            f = 0.78
-            ball[:2] = shooter + f * (target[:2] - shooter)
-            ball[2] = target[2] * 0.9
-            pos[D[0]] = (0.9, target[1] + (0.6 if target[1] > 34 else -0.6))
-            pose[D[0]] = DIVE
-            lift[D[0]] = 0.5 + 0.3 * target[2]
-        else:
-            if rng.random() < 0.6:   # wide of a post
-                target = np.array([u(-1.0, 1.0), 34 + rng.choice([-1, 1]) * u(5.5, 9.0), u(0.3, 1.5)])
-            else:                    # over the bar
-                target = np.array([u(-0.5, 1.0), 34 + u(-3, 3), u(3.0, 3.8)])
-            ball[:] = target
-            pos[D[0]] = (0.8, 34 + u(-1.5, 1.5))
-            pose[D[0]] = ARMS_OUT
-        pos[d[:2]] = shooter + np.array([[-u(2, 4), u(-3, 3)], [-u(3, 6), u(-5, 5)]])
-        pos[a[1:3]] = _scatter(rng, 2, (5, 14), (24, 44))
-        pos[d[2:4]] = pos[a[1:3]] + rng.normal(0, 1.0, (2, 2))
-        cam[:] = (10, 34)
-    elif label == "Clearance":
-        dp = np.array([u(6, 15), u(16, 52)])
-        pos[d[0]] = dp
-        pose[d[0]] = RUN_B
-        ball[:] = (dp[0] + u(3, 6), dp[1] + u(-3, 3), u(3.5, 6.0))
-        big = True
-        pos[a[:3]] = dp + rng.normal(0, 1, (3, 2)) * 1.5 + np.array([[2.5, 2], [1.5, -3], [4, 0]])
-        pos[d[1:4]] = _scatter(rng, 3, (3, 16), (18, 50))
-        cam[:] = (13, dp[1])
-    elif label == "Ball out of play":
-        far = rng.random() < 0.5
-        x = u(15, 90)
-        ball[:] = (x, -1.8 if far else 69.8, 0.25)
-        edge = 0.0 if far else PITCH_W
-        grp = a[:2] + d[:2]
-        pos[grp] = np.stack([x + u(-6, 6, 4), edge + (1 if far else -1) * u(2.0, 9.0, 4)], 1)
-        pose[grp] = STAND
-        lin = LIN_FAR if far else LIN_NEAR
-        pos[lin] = (x - u(1.5, 4), -1.2 if far else 69.2)
-        pose[lin] = ARMS_OUT
-        pos[LIN_NEAR if far else LIN_FAR] = (u(60, 95) if far else u(12, 40),
-                                             69.2 if far else -1.2)
-        cam[:] = (x, 8 if far else 60)
-    elif label == "Throw-in":
-        far = rng.random() < 0.5
-        x = u(12, 92)
-        edge = 0.0 if far else PITCH_W
-        out = -1 if far else 1
-        pos[a[0]] = (x, edge + out * 0.8)
-        pose[a[0]] = ARMS_UP
-        ball[:] = (x, edge + out * 0.8, 2.25)
-        grp = a[1:3] + d[:2]
-        pos[grp] = np.stack([x + u(-8, 8, 4), edge - out * u(4, 13, 4)], 1)
-        pose[grp] = STAND
-        cam[:] = (x, 9 if far else 59)
-    elif label == "Foul":
-        c = np.array([u(22, 80), u(12, 56)])
-        pos[a[0]] = c
-        pos[d[0]] = c + (u(0.8, 1.6), u(-0.8, 0.8))
-        pose[[a[0], d[0]]] = LYING
-        pos[REF] = c + (u(2.0, 3.5), u(-3, -1.5))
-        pose[REF] = ARM_UP
-        grp = a[1:3] + d[1:3]
-        ang = rng.uniform(0, 2 * np.pi, 4)
-        pos[grp] = c + np.stack([np.cos(ang), np.sin(ang) * 1.6], 1) * u(3.5, 6.0, (4, 1))
-        pose[grp] = STAND
-        ball[:] = (c[0] + u(-3, 3), c[1] + u(2, 4), 0)
-        cam[:] = c + (1.0, 0)
-    elif label == "Indirect free-kick":
-        b = np.array([u(30, 52), u(10, 58)])
-        ball[:] = (b[0], b[1], 0)
-        pos[a[0]] = b + (1.1, 0.5)
-        pose[a[0]] = STAND
-        pos[REF] = b + (u(2, 4), -u(3, 5))
-        pose[REF] = ARM_UP
-        line_x = u(14, 20)
-        ys = np.linspace(18, 50, 5) + rng.normal(0, 1.0, 5)
-        pos[a[1:6]] = np.stack([np.full(5, line_x + 1.0), ys], 1)
-        pos[d[:5]] = np.stack([np.full(5, line_x - 0.8), ys + u(-0.6, 0.6, 5)], 1)
-        pose[a[1:6] + d[:5]] = STAND
-        cam[:] = (b[0] - 12, 34 + 0.4 * (b[1] - 34))
-    elif label == "Direct free-kick":
-        dist, ang = u(18, 28), u(-0.6, 0.6)
-        goal = np.array([0.0, 34.0])
-        b = goal + dist * np.array([np.cos(ang), np.sin(ang) * 1.0])
-        ball[:] = (b[0], b[1], 0)
-        to_goal = (goal - b) / np.linalg.norm(goal - b)
-        perp = np.array([-to_goal[1], to_goal[0]])
-        n_wall = int(rng.integers(4, 6))
-        wall_c = b + 9.15 * to_goal
-        offs = (np.arange(n_wall) - (n_wall - 1) / 2) * 0.75
-        wall = wall_c + offs[:, None] * perp
-        pos[d[:n_wall]] = wall
-        pose[d[:n_wall]] = STAND
-        items.append(("spray", tuple(wall[0] - 0.5 * perp - 0.3 * to_goal),
-                      tuple(wall[-1] + 0.5 * perp - 0.3 * to_goal)))
-        pos[a[0]] = b - 2.4 * to_goal + 0.6 * perp
-        pos[a[1]] = b - 1.2 * to_goal - 1.5 * perp
-        pose[a[:2]] = STAND
-        pos[a[2:5]] = _scatter(rng, 3, (4, 11), (26, 42))
-        pos[d[n_wall:n_wall + 3]] = pos[a[2:5]] + rng.normal(0, 0.8, (3, 2))
-        pos[D[0]] = (0.6, 34 + 2.0 * np.sign(ang))
-        pos[REF] = wall_c + 3.0 * perp
-        cam[:] = (b[0] * 0.5 + 2, b[1] * 0.5 + 17)
-    elif label == "Corner":
-        top = rng.random() < 0.5
-        cy = 0.0 if top else PITCH_W
-        sgn = 1 if top else -1
-        ball[:] = (0.7, cy + sgn * 0.7, 0)
-        pos[a[0]] = (1.5, cy - sgn * 0.7)
-        pose[a[0]] = STAND
-        box = a[1:5] + d[:5]
-        pos[box] = _scatter(rng, len(box), (2.5, 11), (27, 41))
-        pose[box] = STAND
-        wig[box] = 0.35
-        pos[D[0]] = (0.6, 34 + sgn * -1.2)
-        if rng.random() < 0.5:
-            pos[a[5]] = (6, cy + sgn * 5)
-        pos[REF] = (14, 30 + u(-4, 4))
-        cam[:] = (8, 20 if top else 48)
-    elif label in ("Yellow card", "Red card", "Yellow->red card"):
-        c = np.array([u(20, 85), u(12, 56)])
-        pos[REF] = c
-        offender = a[0] if rng.random() < 0.5 else d[0]
-        if label == "Yellow card":
-            pose[REF] = ARM_UP
-            items.append(("card", REF, 1, YELLOW_CARD))
-            pos[offender] = c + (u(1.2, 1.8), u(-0.4, 0.4))
-            pose[offender] = STAND
-            grp = a[1:3] + d[1:2]
-            ang = rng.uniform(0, 2 * np.pi, 3)
-            pos[grp] = c + np.stack([np.cos(ang), np.sin(ang) * 1.6], 1) * u(3.5, 6.0, (3, 1))
-            pose[grp] = STAND
-        else:
-            if label == "Red card":
-                pose[REF] = ARM_UP
-                items.append(("card", REF, 1, RED_CARD))
-            else:
-                pose[REF] = ARMS_UP
-                items.append(("card", REF, 0, YELLOW_CARD))
-                items.append(("card", REF, 1, RED_CARD))
-            toward = -1 if c[1] < 34 else 1
-            pos[offender] = c + (u(2.5, 4.0), toward * u(2.5, 4.0))
-            pose[offender] = -1          # walking: pose from motion
-            wig[offender] = 0.0
-            walk = (offender, (0.5, toward * 1.5))
-            mates = (a if offender in a else d)[1:3]
-            pos[mates] = c + np.array([[-1.1, 0.6], [0.9, -0.8]]) + rng.normal(0, 0.2, (2, 2))
-            pose[mates] = ARMS_OUT
-        ball[:] = (c[0] + u(-8, 8), c[1] + u(-6, 6), 0)
-        cam[:] = c + (0.8, 0)
-    else:
+
+# One function per class below, each moving the default scene into the class's signature
+# (CLASS_SIGNATURES), in the canonical frame: the attacked goal at x = 0. They draw from the
+# event's random stream in a fixed order, so a seed gives the same scene every time.
+
+def _penalty(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    u, pos, pose = rng.uniform, sc.pos, sc.pose
+    sc.ball[:] = (11, 34, 0)
+    pos[c.a[0]] = (13.3, 34 + u(-1.5, 1.5))
+    pose[c.a[0]] = STAND
+    pos[c.D[0]] = (0.3, 34 + u(-0.5, 0.5))
+    pose[c.D[0]] = ARMS_OUT
+    ring = c.a[1:5] + c.d[:4]                    # everyone else lined up outside the box
+    ys = np.sort(u(16, 52, len(ring)))
+    pos[ring] = np.stack([u(17.2, 20.5, len(ring)), ys], 1)
+    pose[ring] = STAND
+    pos[REF] = (14.5, 44 + u(-2, 2))
+    sc.cam[:] = (13, 34)
+
+
+def _kick_off(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    u, pos, pose, a, d = rng.uniform, sc.pos, sc.pose, c.a, c.d
+    sc.ball[:] = (52.5, 34, 0)
+    pos[a[0]] = (52.9, 34.9)
+    pos[a[1]] = (53.6, 37.5)
+    rows_a = [(60, 12), (60, 28), (60, 40), (60, 56), (72, 14), (70, 34), (72, 54), (85, 20)]
+    rows_d = [(43, 10), (44, 28), (44, 40), (43, 58), (32, 16), (30, 30), (30, 40), (32, 52),
+              (20, 26), (20, 42)]
+    pos[a[2:]] = np.array(rows_a[:len(a) - 2]) + rng.normal(0, 0.8, (len(a) - 2, 2))
+    pos[d] = np.array(rows_d) + rng.normal(0, 0.8, (10, 2))
+    pose[a + d] = STAND
+    pos[c.D[0]] = (1.0, 34)
+    pos[c.A[0]] = (104, 34)
+    pos[REF] = (47 + u(-2, 2), 22 + u(-3, 3))
+    sc.cam[:] = (52.5, 34)
+
+
+def _goal(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    u, pos, pose = rng.uniform, sc.pos, sc.pose
+    sc.ball[:] = (-1.2, 34 + u(-2.5, 2.5), 0.3)
+    pos[c.D[0]] = (1.8, 34 + u(-3, 3))
+    pose[c.D[0]] = LYING
+    cy = u(9, 18) if rng.random() < 0.5 else u(50, 59)
+    centre = np.array([u(8, 15), cy])
+    grp = c.a[:5]                                # the celebrating attackers
+    pos[grp] = centre + rng.normal(0, 0.9, (5, 2)) * (1.0, 1.6)
+    pose[grp] = [ARMS_UP, ARMS_UP, STAND, ARMS_UP, STAND]
+    sc.wiggle[grp] = 0.45
+    pos[c.d[:4]] = _scatter(rng, 4, (3, 13), (22, 46))
+    pose[c.d[:4]] = STAND
+    pos[REF] = (24, 34 + u(-6, 6))
+    sc.cam[:] = (10, 34) if rng.random() < 0.5 else centre
+
+
+def _substitution(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    u, pos, pose = rng.uniform, sc.pos, sc.pose
+    pos[FOURTH] = (52.5, -2.4)
+    pose[FOURTH] = ARMS_UP
+    sc.items.append(("board", FOURTH))
+    off = c.a[0]
+    pos[off] = (51.0 - u(0, 1.5), 0.6)
+    sc.walk = (off, (0.2, -0.9))                 # walks off over the touchline
+    sc.visible[SUB] = True
+    pos[SUB] = (54.2, -1.9)
+    pose[SUB] = STAND
+    others = c.a[1:] + c.d
+    pos[others] = _scatter(rng, len(others), (30, 75), (12, 58))
+    pose[others] = STAND
+    pos[REF] = (48 + u(-3, 3), 9 + u(-2, 3))
+    pos[LIN_FAR] = (u(20, 35), -1.2)
+    sc.cam[:] = (52.5, 3)
+
+
+def _offside(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    u, pos, pose, a, d = rng.uniform, sc.pos, sc.pose, c.a, c.d
+    xl = u(16, 32)                               # the defenders' line
+    ys = np.array([13, 27, 41, 55]) + rng.normal(0, 1.5, 4)
+    pos[d[:4]] = np.stack([xl + u(-0.25, 0.25, 4), ys], 1)
+    pose[d[:4]] = STAND
+    pos[a[0]] = (xl - u(1.8, 4.0), u(20, 48))
+    sc.ball[:] = (pos[a[0], 0] - 0.7, pos[a[0], 1] + 0.4, 0)
+    pos[a[1:4]] = np.stack([xl + u(2, 9, 3), u(10, 58, 3)], 1)
+    pos[a[4:]] = _scatter(rng, len(a) - 4, (xl + 14, xl + 45), (5, 63))
+    pos[d[4:]] = _scatter(rng, len(d) - 4, (xl + 12, xl + 40), (5, 63))
+    pos[LIN_FAR] = (xl, -1.2)
+    pose[LIN_FAR] = ARM_UP
+    pos[REF] = (xl + u(12, 20), 40 + u(-6, 6))
+    pos[c.D[0]] = (2.5, 34 + u(-3, 3))
+    sc.cam[:] = (xl - 1, 26)
+
+
+def _shot_on_target(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    u, pos, pose = rng.uniform, sc.pos, sc.pose
+    shooter = _shooter(sc, rng, c, u(12, 19))
+    target = np.array([0.0, 34 + u(-3.0, 3.0), u(0.4, 2.0)])
+    sc.ball[:2] = shooter + 0.78 * (target[:2] - shooter)
+    sc.ball[2] = target[2] * 0.9
+    pos[c.D[0]] = (0.9, target[1] + (0.6 if target[1] > 34 else -0.6))
+    pose[c.D[0]] = DIVE                          # in the air, toward the ball
+    sc.lift[c.D[0]] = 0.5 + 0.3 * target[2]
+    _shot_marking(sc, rng, c, shooter)
+
+
+def _shot_off_target(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    u = rng.uniform
+    shooter = _shooter(sc, rng, c, u(17, 26))
+    if rng.random() < 0.6:   # wide of a post
+        target = np.array([u(-1.0, 1.0), 34 + rng.choice([-1, 1]) * u(5.5, 9.0), u(0.3, 1.5)])
+    else:                    # over the bar
+        target = np.array([u(-0.5, 1.0), 34 + u(-3, 3), u(3.0, 3.8)])
+    sc.ball[:] = target
+    sc.pos[c.D[0]] = (0.8, 34 + u(-1.5, 1.5))
+    sc.pose[c.D[0]] = ARMS_OUT
+    _shot_marking(sc, rng, c, shooter)
+
+
+def _shooter(sc: _Scene, rng: np.random.Generator, c: _Cast, x: float) -> np.ndarray:
+    shooter = np.array([x, rng.uniform(24, 44)])
+    sc.pos[c.a[0]] = shooter
+    sc.pose[c.a[0]] = RUN_A
+    return shooter
+
+
+def _shot_marking(sc: _Scene, rng: np.random.Generator, c: _Cast, shooter: np.ndarray) -> None:
+    """Two defenders closing the shooter down, two attackers in the box, each marked."""
+    u, pos, a, d = rng.uniform, sc.pos, c.a, c.d
+    pos[d[:2]] = shooter + np.array([[-u(2, 4), u(-3, 3)], [-u(3, 6), u(-5, 5)]])
+    pos[a[1:3]] = _scatter(rng, 2, (5, 14), (24, 44))
+    pos[d[2:4]] = pos[a[1:3]] + rng.normal(0, 1.0, (2, 2))
+    sc.cam[:] = (10, 34)
+
+
+def _clearance(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    u, pos = rng.uniform, sc.pos
+    dp = np.array([u(6, 15), u(16, 52)])
+    pos[c.d[0]] = dp
+    sc.pose[c.d[0]] = RUN_B
+    sc.ball[:] = (dp[0] + u(3, 6), dp[1] + u(-3, 3), u(3.5, 6.0))
+    sc.big_ball = True                           # high in the air: closer to the camera
+    pos[c.a[:3]] = dp + rng.normal(0, 1, (3, 2)) * 1.5 + np.array([[2.5, 2], [1.5, -3], [4, 0]])
+    pos[c.d[1:4]] = _scatter(rng, 3, (3, 16), (18, 50))
+    sc.cam[:] = (13, dp[1])
+
+
+def _ball_out_of_play(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    u, pos, pose = rng.uniform, sc.pos, sc.pose
+    far = rng.random() < 0.5                     # which touchline
+    x = u(15, 90)
+    sc.ball[:] = (x, -1.8 if far else 69.8, 0.25)
+    edge = 0.0 if far else PITCH_W
+    grp = c.a[:2] + c.d[:2]
+    pos[grp] = np.stack([x + u(-6, 6, 4), edge + (1 if far else -1) * u(2.0, 9.0, 4)], 1)
+    pose[grp] = STAND
+    lin = LIN_FAR if far else LIN_NEAR
+    pos[lin] = (x - u(1.5, 4), -1.2 if far else 69.2)
+    pose[lin] = ARMS_OUT
+    pos[LIN_NEAR if far else LIN_FAR] = (u(60, 95) if far else u(12, 40), 69.2 if far else -1.2)
+    sc.cam[:] = (x, 8 if far else 60)
+
+
+def _throw_in(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    u, pos, pose = rng.uniform, sc.pos, sc.pose
+    far = rng.random() < 0.5
+    x = u(12, 92)
+    edge = 0.0 if far else PITCH_W
+    out = -1 if far else 1
+    pos[c.a[0]] = (x, edge + out * 0.8)
+    pose[c.a[0]] = ARMS_UP
+    sc.ball[:] = (x, edge + out * 0.8, 2.25)
+    grp = c.a[1:3] + c.d[:2]
+    pos[grp] = np.stack([x + u(-8, 8, 4), edge - out * u(4, 13, 4)], 1)
+    pose[grp] = STAND
+    sc.cam[:] = (x, 9 if far else 59)
+
+
+def _foul(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    u, pos, pose, a, d = rng.uniform, sc.pos, sc.pose, c.a, c.d
+    spot = np.array([u(22, 80), u(12, 56)])
+    pos[a[0]] = spot
+    pos[d[0]] = spot + (u(0.8, 1.6), u(-0.8, 0.8))
+    pose[[a[0], d[0]]] = LYING
+    pos[REF] = spot + (u(2.0, 3.5), u(-3, -1.5))
+    pose[REF] = ARM_UP
+    grp = a[1:3] + d[1:3]
+    ang = rng.uniform(0, 2 * np.pi, 4)           # players converging from all sides
+    pos[grp] = spot + np.stack([np.cos(ang), np.sin(ang) * 1.6], 1) * u(3.5, 6.0, (4, 1))
+    pose[grp] = STAND
+    sc.ball[:] = (spot[0] + u(-3, 3), spot[1] + u(2, 4), 0)
+    sc.cam[:] = spot + (1.0, 0)
+
+
+def _indirect_free_kick(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    u, pos, pose, a, d = rng.uniform, sc.pos, sc.pose, c.a, c.d
+    b = np.array([u(30, 52), u(10, 58)])
+    sc.ball[:] = (b[0], b[1], 0)
+    pos[a[0]] = b + (1.1, 0.5)
+    pose[a[0]] = STAND
+    pos[REF] = b + (u(2, 4), -u(3, 5))
+    pose[REF] = ARM_UP
+    line_x = u(14, 20)                           # attackers and defenders paired in a line
+    ys = np.linspace(18, 50, 5) + rng.normal(0, 1.0, 5)
+    pos[a[1:6]] = np.stack([np.full(5, line_x + 1.0), ys], 1)
+    pos[d[:5]] = np.stack([np.full(5, line_x - 0.8), ys + u(-0.6, 0.6, 5)], 1)
+    pose[a[1:6] + d[:5]] = STAND
+    sc.cam[:] = (b[0] - 12, 34 + 0.4 * (b[1] - 34))
+
+
+def _direct_free_kick(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    u, pos, pose, a, d = rng.uniform, sc.pos, sc.pose, c.a, c.d
+    dist, ang = u(18, 28), u(-0.6, 0.6)
+    goal = np.array([0.0, 34.0])
+    b = goal + dist * np.array([np.cos(ang), np.sin(ang) * 1.0])
+    sc.ball[:] = (b[0], b[1], 0)
+    to_goal = (goal - b) / np.linalg.norm(goal - b)
+    perp = np.array([-to_goal[1], to_goal[0]])
+    n_wall = int(rng.integers(4, 6))
+    wall_c = b + 9.15 * to_goal                  # the wall at 9.15 m, the spray line at its feet
+    offs = (np.arange(n_wall) - (n_wall - 1) / 2) * 0.75
+    wall = wall_c + offs[:, None] * perp
+    pos[d[:n_wall]] = wall
+    pose[d[:n_wall]] = STAND
+    sc.items.append(("spray", tuple(wall[0] - 0.5 * perp - 0.3 * to_goal),
+                     tuple(wall[-1] + 0.5 * perp - 0.3 * to_goal)))
+    pos[a[0]] = b - 2.4 * to_goal + 0.6 * perp
+    pos[a[1]] = b - 1.2 * to_goal - 1.5 * perp
+    pose[a[:2]] = STAND
+    pos[a[2:5]] = _scatter(rng, 3, (4, 11), (26, 42))
+    pos[d[n_wall:n_wall + 3]] = pos[a[2:5]] + rng.normal(0, 0.8, (3, 2))
+    pos[c.D[0]] = (0.6, 34 + 2.0 * np.sign(ang))
+    pos[REF] = wall_c + 3.0 * perp
+    sc.cam[:] = (b[0] * 0.5 + 2, b[1] * 0.5 + 17)
+
+
+def _corner(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    u, pos, pose = rng.uniform, sc.pos, sc.pose
+    top = rng.random() < 0.5
+    cy = 0.0 if top else PITCH_W
+    sgn = 1 if top else -1
+    sc.ball[:] = (0.7, cy + sgn * 0.7, 0)
+    pos[c.a[0]] = (1.5, cy - sgn * 0.7)
+    pose[c.a[0]] = STAND
+    box = c.a[1:5] + c.d[:5]                     # the crowd in the box
+    pos[box] = _scatter(rng, len(box), (2.5, 11), (27, 41))
+    pose[box] = STAND
+    sc.wiggle[box] = 0.35
+    pos[c.D[0]] = (0.6, 34 + sgn * -1.2)
+    if rng.random() < 0.5:
+        pos[c.a[5]] = (6, cy + sgn * 5)
+    pos[REF] = (14, 30 + u(-4, 4))
+    sc.cam[:] = (8, 20 if top else 48)
+
+
+def _yellow_card(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    u, pos, pose = rng.uniform, sc.pos, sc.pose
+    spot, offender = _booking(sc, rng, c)
+    pose[REF] = ARM_UP
+    sc.items.append(("card", REF, 1, YELLOW_CARD))
+    pos[offender] = spot + (u(1.2, 1.8), u(-0.4, 0.4))   # stands in front of the referee
+    pose[offender] = STAND
+    grp = c.a[1:3] + c.d[1:2]
+    ang = rng.uniform(0, 2 * np.pi, 3)
+    pos[grp] = spot + np.stack([np.cos(ang), np.sin(ang) * 1.6], 1) * u(3.5, 6.0, (3, 1))
+    pose[grp] = STAND
+    _booking_camera(sc, rng, spot)
+
+
+def _red_card(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    spot, offender = _booking(sc, rng, c)
+    sc.pose[REF] = ARM_UP
+    sc.items.append(("card", REF, 1, RED_CARD))
+    _sent_off(sc, rng, c, spot, offender)
+    _booking_camera(sc, rng, spot)
+
+
+def _second_yellow(sc: _Scene, rng: np.random.Generator, c: _Cast) -> None:
+    spot, offender = _booking(sc, rng, c)
+    sc.pose[REF] = ARMS_UP                       # a card in each hand
+    sc.items.append(("card", REF, 0, YELLOW_CARD))
+    sc.items.append(("card", REF, 1, RED_CARD))
+    _sent_off(sc, rng, c, spot, offender)
+    _booking_camera(sc, rng, spot)
+
+
+def _booking(sc: _Scene, rng: np.random.Generator, c: _Cast) -> tuple[np.ndarray, int]:
+    """The referee's spot and the offender, for the three card classes."""
+    spot = np.array([rng.uniform(20, 85), rng.uniform(12, 56)])
+    sc.pos[REF] = spot
+    return spot, (c.a[0] if rng.random() < 0.5 else c.d[0])
+
+
+def _sent_off(sc: _Scene, rng: np.random.Generator, c: _Cast, spot: np.ndarray, offender: int) -> None:
+    """The offender walks away toward the nearer touchline; two team-mates protest."""
+    u, pos, pose = rng.uniform, sc.pos, sc.pose
+    toward = -1 if spot[1] < 34 else 1
+    pos[offender] = spot + (u(2.5, 4.0), toward * u(2.5, 4.0))
+    pose[offender] = -1                          # walking: pose from motion
+    sc.wiggle[offender] = 0.0
+    sc.walk = (offender, (0.5, toward * 1.5))
+    mates = (c.a if offender in c.a else c.d)[1:3]
+    pos[mates] = spot + np.array([[-1.1, 0.6], [0.9, -0.8]]) + rng.normal(0, 0.2, (2, 2))
+    pose[mates] = ARMS_OUT
+
+
+def _booking_camera(sc: _Scene, rng: np.random.Generator, spot: np.ndarray) -> None:
+    sc.ball[:] = (spot[0] + rng.uniform(-8, 8), spot[1] + rng.uniform(-6, 6), 0)
+    sc.cam[:] = spot + (0.8, 0)
+
+
+_SCENES = {
+    "Penalty": _penalty, "Kick-off": _kick_off, "Goal": _goal, "Substitution": _substitution,
+    "Offside": _offside, "Shots on target": _shot_on_target, "Shots off target": _shot_off_target,
+    "Clearance": _clearance, "Ball out of play": _ball_out_of_play, "Throw-in": _throw_in,
+    "Foul": _foul, "Indirect free-kick": _indirect_free_kick, "Direct free-kick": _direct_free_kick,
+    "Corner": _corner, "Yellow card": _yellow_card, "Red card": _red_card,
+    "Yellow->red card": _second_yellow,
+}
+assert set(_SCENES) == set(SOCCER_CLASSES) == set(CLASS_SIGNATURES)
+
+
+def _scene(label: str, rng: np.random.Generator, A: list, D: list) -> _Scene:
+    """The class's arrangement with the attacked goal at x = 0 (canonical frame).
+
+    A: attacking team's actor ids (goalkeeper first), D: defending team's.
+    """
+    if label not in _SCENES:
         raise ValueError(f"no scene for {label!r}")
-    pos[:, 0] = np.clip(pos[:, 0], -3.0, PITCH_L + 3.0)
-    pos[:, 1] = np.clip(pos[:, 1], -3.0, PITCH_W + 3.0)
-    return _Scene(pos, pose, lift, vis, ball, cam, wig, items, big, walk)
+    sc, cast = _default_scene(rng, A, D)
+    _SCENES[label](sc, rng, cast)
+    sc.pos[:, 0] = np.clip(sc.pos[:, 0], -3.0, PITCH_L + 3.0)
+    sc.pos[:, 1] = np.clip(sc.pos[:, 1], -3.0, PITCH_W + 3.0)
+    return sc
 
 
 def _mirror(sc: _Scene, mirror_x: bool, mirror_y: bool) -> _Scene:
@@ -1222,78 +1362,26 @@ def _camera(cam_xy, z: int) -> tuple[int, int]:
 
 def _render_half(path: Path, seed: int, game_index: int, half: int, half_s: float,
                  events: list) -> dict:
+    """One half as path (H.264 .mkv), written as path.part and renamed once complete."""
     import av
 
     style, worlds = _game_look(seed, game_index)
     n = int(round(half_s * FPS))
     tl = _timeline(np.random.default_rng([seed, 4, game_index, half]), half, n, events)
-    pals = style.palettes
-    shadow_pal = np.stack([_yuv((0, 0, 0)), _yuv((0, 0, 0)), _yuv((0, 0, 0)),
-                           _yuv(style.grass * 0.5)])
-    # per-frame geometry for all frames at once (the loop below only paints)
-    zf = tl.zoom.astype(np.float64)
-    cpx, cpy, _ = to_px(tl.cam[:, 0], tl.cam[:, 1], zf)
-    ox = np.clip(np.round((cpx - W / 2) / 2) * 2, 0, WORLD_W * zf - W).astype(np.int64)
-    oy = np.clip(np.round((cpy - H / 2 - 12 * zf) / 2) * 2, 0, WORLD_H * zf - H).astype(np.int64)
-    fx, fy, depth = to_px(tl.pos[..., 0], tl.pos[..., 1], zf[:, None])
-    fx, fy = fx - ox[:, None], fy - oy[:, None]
-    heights = np.maximum(6, np.round(PLAYER_PX * depth * zf[:, None])).astype(np.int64)
-    lift_px = tl.lift * PX_PER_M_UP * depth * zf[:, None]
-    order = np.argsort(fy, axis=1, kind="stable")
-    show = tl.visible & (fx > -40 * zf[:, None]) & (fx < W + 40 * zf[:, None])
-    bx, by, bdepth = to_px(tl.ball[:, 0], tl.ball[:, 1], zf)
-    bx, by = bx - ox, by - oy
-    bh = np.maximum(6, np.round(PLAYER_PX * bdepth * zf)).astype(np.int64)
-    ball_lift = tl.ball[:, 2] * PX_PER_M_UP * (bh / (PLAYER_PX * zf)) * zf
-    cols = [a.tolist() for a in (tl.zoom, ox, oy, bx, by, bh, ball_lift, tl.ball[:, 2], tl.big_ball)]
-    rows = [a.tolist() for a in (fx, fy, heights, lift_px, order, show, tl.pose)]
+    frames = _HalfFrames(tl, style, worlds)
     tmp = path.with_name(path.name + ".part")
     container = av.open(str(tmp), mode="w", format="matroska")
     try:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = W, H, "nv12"
-        stream.options = {"preset": "ultrafast", "crf": "23"}
-        stream.codec_context.gop_size = 2 * FPS
-        stream.codec_context.thread_count = 1
-        stream.codec_context.time_base = Fraction(1, FPS)
+        stream = _h264_stream(container)
         painter = None
         for k in range(n):
             # paint straight into a fresh frame's planes (no from_ndarray copy)
             frame = av.VideoFrame(W, H, "nv12")
             py, puv = frame.planes
-            if painter is None:
+            if painter is None:        # one per half: it keeps the coloured sprites it prepared
                 painter = _Painter(py.line_size, puv.line_size)
             painter.set_planes(np.frombuffer(py, np.uint8), np.frombuffer(puv, np.uint8))
-            Yp, UVp = painter.Y, painter.UV
-            z, oxk, oyk, bxk, byk, bhk, blk, bz, big = (c[k] for c in cols)
-            fxk, fyk, hk, lk, ok, sk, pk = (r[k] for r in rows)
-            wy, wuv = worlds[z]
-            Yp[:] = wy[oyk:oyk + H, oxk:oxk + W]
-            UVp[:] = wuv[oyk // 2:oyk // 2 + H // 2, oxk:oxk + W]        # ox, oy are even
-            anchors = {}
-            # ball shadow under everything; ball drawn in depth order with the players
-            if bz > 0.3:
-                painter.blit(_item("shadow", bhk), shadow_pal, "shadow", byk + 1, bxk)
-            ball = _item("ball_big" if big else "ball", bhk)
-            ball_drawn = False
-            for i in ok:
-                if not sk[i]:
-                    continue
-                if not ball_drawn and fyk[i] > byk:
-                    painter.blit(ball, _ITEM_PALS["ball"], "ball", byk - blk, bxk)
-                    ball_drawn = True
-                spr = _person(hk[i], pk[i])
-                ay = fyk[i] - lk[i]
-                painter.blit(spr, pals[i], i, ay, fxk[i])
-                anchors[i] = (ay, fxk[i], spr, hk[i])
-                if (i == LIN_FAR or i == LIN_NEAR) and spr.hands:      # the assistant's flag
-                    hy, hx = spr.hands[1]
-                    flag = _item("flag", hk[i])
-                    painter.blit(flag, _ITEM_PALS["flag"], "flag", ay + hy + 1, fxk[i] + hx + flag.ax)
-            if not ball_drawn:
-                painter.blit(ball, _ITEM_PALS["ball"], "ball", byk - blk, bxk)
-            for it in tl.items[k]:
-                _draw_item(painter, it, anchors, oxk, oyk, z)
+            frames.paint(painter, k)
             frame.pts = k
             frame.time_base = Fraction(1, FPS)
             for packet in stream.encode(frame):
@@ -1304,6 +1392,80 @@ def _render_half(path: Path, seed: int, game_index: int, half: int, half_s: floa
         container.close()
     os.replace(tmp, path)
     return {"path": str(path), "frames": n}
+
+
+def _h264_stream(container):
+    """SoccerNet's 224p video stream: W x H at 25 fps, fed NV12, preset ultrafast, CRF 23, a
+    keyframe every 2 s."""
+    stream = container.add_stream("libx264", rate=FPS)
+    stream.width, stream.height, stream.pix_fmt = W, H, "nv12"
+    stream.options = {"preset": "ultrafast", "crf": "23"}
+    stream.codec_context.gop_size = 2 * FPS
+    stream.codec_context.thread_count = 1
+    stream.codec_context.time_base = Fraction(1, FPS)
+    return stream
+
+
+class _HalfFrames:
+    """What each frame of a half shows, in frame px. The geometry of every frame is computed at
+    once with numpy and kept as plain Python lists, so painting frame k only looks numbers up."""
+
+    def __init__(self, tl: _Timeline, style: _Style, worlds: _Worlds):
+        self.worlds, self.pals, self.items = worlds, style.palettes, tl.items
+        self.shadow_pal = np.stack([_yuv((0, 0, 0)), _yuv((0, 0, 0)), _yuv((0, 0, 0)),
+                                    _yuv(style.grass * 0.5)])
+        # the camera: top-left corner (even px) of the frame in the world image at its zoom
+        zf = tl.zoom.astype(np.float64)
+        cpx, cpy, _ = to_px(tl.cam[:, 0], tl.cam[:, 1], zf)
+        ox = np.clip(np.round((cpx - W / 2) / 2) * 2, 0, WORLD_W * zf - W).astype(np.int64)
+        oy = np.clip(np.round((cpy - H / 2 - 12 * zf) / 2) * 2, 0, WORLD_H * zf - H).astype(np.int64)
+        # the people: feet, sprite height, lift, depth order, who is on screen
+        fx, fy, depth = to_px(tl.pos[..., 0], tl.pos[..., 1], zf[:, None])
+        fx, fy = fx - ox[:, None], fy - oy[:, None]
+        heights = np.maximum(6, np.round(PLAYER_PX * depth * zf[:, None])).astype(np.int64)
+        lift_px = tl.lift * PX_PER_M_UP * depth * zf[:, None]
+        order = np.argsort(fy, axis=1, kind="stable")
+        show = tl.visible & (fx > -40 * zf[:, None]) & (fx < W + 40 * zf[:, None])
+        # the ball: ground point, size (as a player's height there) and height above the ground
+        bx, by, bdepth = to_px(tl.ball[:, 0], tl.ball[:, 1], zf)
+        bx, by = bx - ox, by - oy
+        bh = np.maximum(6, np.round(PLAYER_PX * bdepth * zf)).astype(np.int64)
+        ball_lift = tl.ball[:, 2] * PX_PER_M_UP * (bh / (PLAYER_PX * zf)) * zf
+        self.cols = [a.tolist() for a in (tl.zoom, ox, oy, bx, by, bh, ball_lift, tl.ball[:, 2],
+                                          tl.big_ball)]
+        self.rows = [a.tolist() for a in (fx, fy, heights, lift_px, order, show, tl.pose)]
+
+    def paint(self, painter: _Painter, k: int) -> None:
+        """Frame k: the world crop, the ball's shadow, the people far to near with the ball
+        among them in depth order, the assistants' flags, then the scene's items."""
+        z, oxk, oyk, bxk, byk, bhk, blk, bz, big = (c[k] for c in self.cols)
+        fxk, fyk, hk, lk, ok, sk, pk = (r[k] for r in self.rows)
+        wy, wuv = self.worlds[z]
+        painter.Y[:] = wy[oyk:oyk + H, oxk:oxk + W]
+        painter.UV[:] = wuv[oyk // 2:oyk // 2 + H // 2, oxk:oxk + W]        # ox, oy are even
+        anchors = {}
+        if bz > 0.3:
+            painter.blit(_item("shadow", bhk), self.shadow_pal, "shadow", byk + 1, bxk)
+        ball = _item("ball_big" if big else "ball", bhk)
+        ball_drawn = False
+        for i in ok:
+            if not sk[i]:
+                continue
+            if not ball_drawn and fyk[i] > byk:
+                painter.blit(ball, _ITEM_PALS["ball"], "ball", byk - blk, bxk)
+                ball_drawn = True
+            spr = _person(hk[i], pk[i])
+            ay = fyk[i] - lk[i]
+            painter.blit(spr, self.pals[i], i, ay, fxk[i])
+            anchors[i] = (ay, fxk[i], spr, hk[i])
+            if (i == LIN_FAR or i == LIN_NEAR) and spr.hands:      # the assistant's flag
+                hy, hx = spr.hands[1]
+                flag = _item("flag", hk[i])
+                painter.blit(flag, _ITEM_PALS["flag"], "flag", ay + hy + 1, fxk[i] + hx + flag.ax)
+        if not ball_drawn:
+            painter.blit(ball, _ITEM_PALS["ball"], "ball", byk - blk, bxk)
+        for it in self.items[k]:
+            _draw_item(painter, it, anchors, oxk, oyk, z)
 
 
 _CARD_PALS = {c: np.stack([_yuv((0, 0, 0)), _yuv(c)]) for c in (YELLOW_CARD, RED_CARD)}
@@ -1366,6 +1528,16 @@ def _court_image(rng, arena: dict, camera: dict, size: tuple[int, int]):
     on top): it halves the generation time.
     """
     w, h = (size[0] + 1) // 2, (size[1] + 1) // 2
+    X, Y, Z, on_floor = _back_project(camera, w, h)
+    cls, shade = _floor_classes(X, Y, on_floor, arena)
+    _add_wall_classes(cls, shade, X, Z, ~on_floor, arena)
+    img = np.clip(_court_palette(arena)[cls] * shade[..., None], 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(img.repeat(2, 0).repeat(2, 1)[:size[1], :size[0]])
+
+
+def _back_project(camera: dict, w: int, h: int):
+    """World (X, Y, Z) in metres where each pixel's ray (of a w x h image at half the camera's
+    focal length) meets the floor or the stands' wall at y = 18 m, and whether it is the floor."""
     R, cam, f = camera["R"].astype(np.float32), camera["cam"].astype(np.float32), camera["f"] / 2
     uu = ((np.arange(w, dtype=np.float32) + 0.5 - w / 2) / f)[None, :]
     vv = ((np.arange(h, dtype=np.float32) + 0.5 - h / 2) / f)[:, None]
@@ -1379,10 +1551,11 @@ def _court_image(rng, arena: dict, camera: dict, size: tuple[int, int]):
         t_wall = np.where(ry > 1e-6, (wall_y - cam[1]) / ry, np.float32(1e9)).astype(np.float32)
     on_floor = (t_floor < 1e8) & (t_floor <= t_wall)
     t = np.where(on_floor, t_floor, np.minimum(t_wall, 1e3))
-    X = cam[0] + t * rx
-    Y = cam[1] + t * ry
-    Z = cam[2] + t * rz
-    # palette: 0 wood, 1 apron, 2 far floor, 3 paint, 4 line, 5 roof, 8.. boards, 16.. crowd
+    return cam[0] + t * rx, cam[1] + t * ry, cam[2] + t * rz, on_floor
+
+
+def _court_palette(arena: dict) -> np.ndarray:
+    """0 wood, 1 apron, 2 far floor, 3 paint, 4 line, 5 roof, 8.. boards, 16.. crowd."""
     pal = np.zeros((32, 3), np.float32)
     pal[0] = arena["wood"]
     pal[1] = np.asarray(arena["paint"], np.float32) * 0.8
@@ -1392,6 +1565,13 @@ def _court_image(rng, arena: dict, camera: dict, size: tuple[int, int]):
     pal[5] = (25, 25, 30)
     pal[8:8 + len(arena["boards"])] = arena["boards"]
     pal[16:16 + len(arena["crowd"])] = arena["crowd"]
+    return pal
+
+
+def _floor_classes(X, Y, on_floor, arena: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Palette index and brightness of each pixel on the floor: the 28 x 15 m court (planks
+    with grain, keys, lines), the apron around it, the far floor."""
+    h, w = X.shape
     cls = np.zeros((h, w), np.uint8)
     shade = np.ones((h, w), np.float32)
     inside = on_floor & (X >= 0) & (X <= 28) & (Y >= 0) & (Y <= 15)
@@ -1420,17 +1600,17 @@ def _court_image(rng, arena: dict, camera: dict, size: tuple[int, int]):
     line &= inside
     cls[line] = 4
     shade[line | key] = 1.0
-    wall = ~on_floor
-    board = wall & (Z < 0.9)
+    return cls, shade
+
+
+def _add_wall_classes(cls, shade, X, Z, wall, arena: dict) -> None:
+    """The pixels on the stands' wall: advertising boards up to 0.9 m, crowd in tiers up to 9 m, roof above."""
     Xw, Zw = X[wall], Z[wall]
     seg = (np.floor((Xw + 40) / 3.5).astype(np.int32) % len(arena["boards"])).astype(np.uint8)
     cell = ((np.floor(Xw / 0.45).astype(np.int32) * 31 + np.floor(Zw / 0.55).astype(np.int32) * 17
              + arena["hash"]) % len(arena["crowd"])).astype(np.uint8)
-    cw = np.where(Zw < 0.9, 8 + seg, np.where(Zw <= 9, 16 + cell, 5)).astype(np.uint8)
-    cls[wall] = cw
+    cls[wall] = np.where(Zw < 0.9, 8 + seg, np.where(Zw <= 9, 16 + cell, 5)).astype(np.uint8)
     shade[wall] = np.where((Zw >= 0.9) & (np.floor(Zw / 1.1).astype(np.int32) % 2 == 1), 0.8, 1.0)
-    img = np.clip(pal[cls] * shade[..., None], 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(img.repeat(2, 0).repeat(2, 1)[:size[1], :size[0]])
 
 
 def _project(camera, pts):
