@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import tempfile
+import textwrap
 import time
 import warnings
 
@@ -155,8 +156,14 @@ def _drop_raylet_notices() -> None:
     rw.print_to_stdstream = printer
 
 
+WIDTH = 100      # the console's lines fit a terminal of this many columns
+
+
 def say(msg: str) -> None:
-    print(f"[sportray] {msg}", file=sys.stderr, flush=True)
+    """One message, wrapped at WIDTH columns between words (paths and URLs stay whole)."""
+    lines = textwrap.wrap(f"[sportray] {msg}", WIDTH, subsequent_indent="    ", break_long_words=False,
+                          break_on_hyphens=False) or ["[sportray]"]
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def fmt_duration(seconds: float) -> str:
@@ -181,14 +188,18 @@ class Stage:
 
     def __enter__(self) -> "Stage":
         self.t0 = time.monotonic()
-        print(f"[sportray] {self.what} ...", end="", file=sys.stderr, flush=True)
+        self.start = f"[sportray] {self.what} ..."
+        print(self.start, end="", file=sys.stderr, flush=True)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         took = fmt_duration(time.monotonic() - self.t0)
         if exc_type is None:
+            end = f" done in {took}"
             tail = f"; {self.detail}" if self.detail else ""
-            print(f" done in {took}{tail}", file=sys.stderr, flush=True)
+            if len(self.start + end + tail) > WIDTH:    # the detail on a line of its own
+                tail = f"\n    {self.detail}"
+            print(end + tail, file=sys.stderr, flush=True)
         else:
             print(f" failed after {took}", file=sys.stderr, flush=True)
 

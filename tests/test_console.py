@@ -127,3 +127,19 @@ def test_tune_table_names_trials_by_recipe_and_seed_with_step_loss_and_metric(ca
     assert max(len(line) for line in err.splitlines()) <= 100
     import pickle
     assert pickle.loads(pickle.dumps(con)).rows.keys() == {"a", "b"}   # Tune pickles callbacks (--resume)
+
+
+def test_console_lines_fit_100_columns_with_paths_kept_whole(capsys):
+    from sportray.console import Stage, say
+
+    path = "sportray-runs/scratch_views-20261202-120000/optuna.db"
+    say(f"trials: 2 recipes x 2 seeds, up to 4 at a time; Optuna study {path}")
+    with Stage("frame store: decoding sampled frames with Ray Data") as stage:
+        stage.detail = "1024 frames from 16 videos (reused), 0 bad files"
+    with Stage("probe sets: basketball, soccer") as stage:
+        stage.detail = "2 sets"
+    lines = capsys.readouterr().err.splitlines()
+    assert all(len(line) <= 100 for line in lines), lines
+    assert any(line.strip() == path for line in lines)            # wrapped between words, never inside one
+    assert lines[-2].strip() == "1024 frames from 16 videos (reused), 0 bad files"   # too long: its own line
+    assert lines[-1].endswith("; 2 sets") and lines[-1].startswith("[sportray] probe sets")
