@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sportray.config import (ConfigError, DataConfig, PretrainConfig, ProbeConfig, default_tracking_uri,
                              parse_seeds)
+from sportray.validate import OneLineParser
 
 EXIT_BAD_INPUT = 2
 
@@ -229,7 +230,7 @@ def cmd_scorecard(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sportray",
         description="Self-supervised pretraining on sport video vs. a foundation model, on Ray. "
                     "With no data paths every command uses the embedded synthetic default.")

@@ -183,6 +183,13 @@ class PretrainConfig:
     lambda_sigreg: float = 0.05
     sigreg_directions: int = 256
     proj_dim: int = 128
+    proj_hidden: int = 2048          # the projector's hidden width (Linear-BN-ReLU x 2 -> proj_dim)
+    global_crop_min: float = 0.3     # random-resized-crop area scale of the global views ...
+    global_crop_max: float = 1.0
+    local_crop_min: float = 0.05     # ... and of the local ones (DINO's multi-crop recipe)
+    local_crop_max: float = 0.3
+    lora_rank: int = 8               # lora arm: adapter rank and alpha on every block's qkv/proj/fc1/fc2
+    lora_alpha: int = 16
     seed: int = 0
     workers: int = 1
     gpus_per_worker: float = 0.0     # 0 = CPU (gloo)
@@ -196,7 +203,6 @@ class PretrainConfig:
     deterministic_data: bool = True  # data order fixed by seed and store (several workers: each reads
                                      # the whole stream and keeps its slice); False: Ray Data's
                                      # fastest order (streaming_split), not repeatable
-    frame_side: int = 224            # frames are resized so the short side is this at load
 
     def validate(self) -> "PretrainConfig":
         """Every field checked (sportray/validate.py calls this at the edge, before Ray starts):
@@ -224,16 +230,18 @@ class PretrainConfig:
         for name in ("weight_decay", "warmup_steps", "seed", "max_failures", "gpus_per_worker"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be >= 0")
-        for name in ("sigreg_directions", "proj_dim", "log_every", "checkpoint_every", "spike_patience",
-                     "cpus_per_worker"):
+        for name in ("sigreg_directions", "proj_dim", "proj_hidden", "lora_rank", "lora_alpha", "log_every",
+                     "checkpoint_every", "spike_patience", "cpus_per_worker"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be positive")
         if self.spike_factor <= 1:
             raise ConfigError(f"--spike-factor {self.spike_factor}: must be > 1 (a spike is a loss "
                               "above this many times the running median)")
-        if self.frame_side != PROBE_SIZE:
-            raise ConfigError(f"--frame-side {self.frame_side}: only {PROBE_SIZE} is implemented (frame "
-                              f"stores hold 224p frames); another value would be logged but change nothing")
+        for kind in ("global", "local"):
+            low, high = getattr(self, f"{kind}_crop_min"), getattr(self, f"{kind}_crop_max")
+            if not (0 < low <= high <= 1):
+                raise ConfigError(f"--{kind}-crop-min {low} / --{kind}-crop-max {high}: crop area scales need "
+                                  "0 < min <= max <= 1")
         parse_views(self.views)
         if self.arm == "lora" and self.base not in ("", "synthetic-demo") and not Path(self.base).exists():
             raise ConfigError(f"--base {self.base}: no such file or directory (a DINOv3 weights file, a "

@@ -43,8 +43,9 @@ def build_model(cfg: PretrainConfig, base_path: str = "") -> tuple[nn.Module, nn
         backbone = backbones.build_backbone(cfg.model, seed=cfg.seed)
     else:
         backbone = resolve_base(base_path or cfg.base)
-        backbone = backbones.add_lora(backbone, r=8)
-    head = LeJEPA(backbone.embed_dim, cfg.proj_dim, cfg.sigreg_directions, cfg.lambda_sigreg)
+        backbone = backbones.add_lora(backbone, r=cfg.lora_rank, alpha=cfg.lora_alpha)
+    head = LeJEPA(backbone.embed_dim, cfg.proj_dim, cfg.sigreg_directions, cfg.lambda_sigreg,
+                  hidden_dim=cfg.proj_hidden)
     return backbone, head
 
 
@@ -104,7 +105,9 @@ def train_step(forward, optimizer, trainable, frames: torch.Tensor, groups, cfg:
         g["lr"] = lr_at(step, cfg)
     directions = draw_directions(proj_dim or cfg.proj_dim, cfg.sigreg_directions, step, cfg.seed, device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
-        views = make_views(frames, groups, view_generator(cfg.seed, step), offset=offset,
+        views = make_views(frames, groups, view_generator(cfg.seed, step),
+                           global_scale=(cfg.global_crop_min, cfg.global_crop_max),
+                           local_scale=(cfg.local_crop_min, cfg.local_crop_max), offset=offset,
                            total=total or frames.shape[0], compiled=cfg.compile and on_gpu)
         out = forward(views, directions)
     optimizer.zero_grad(set_to_none=True)

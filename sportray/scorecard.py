@@ -55,6 +55,7 @@ import numpy as np
 from sportray import probes as P
 from sportray import references, tasks
 from sportray import tracking as T
+from sportray.validate import OneLineParser
 
 METRICS = tuple(t.metric for t in tasks.resolve())     # the built-in tasks': basketball_iou, soccer_bal_acc
 SPLITS = P.SPLITS
@@ -769,7 +770,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``sportray scorecard --experiment NAME [--format md|csv] [--tracking-uri URI] [--out DIR]``."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="sportray scorecard",
         description="The study's results tables from MLflow runs, ranked on validation: per "
                     "configuration the seed count, validation and test means with intervals over "

@@ -23,6 +23,7 @@ from pathlib import Path
 from sportray.config import (ConfigError, DataConfig, PretrainConfig, ProbeConfig, absolute_tracking_uri,
                              default_tracking_uri, parse_seeds)
 from sportray.console import say
+from sportray.validate import OneLineParser
 
 # Intermediate results come from Ray Train (train/loss...), the probe metric only at the end.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -754,7 +755,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def parser_for(spec: SweepSpec) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python sweeps/{spec.name}.py", description=spec.description,
+    p = OneLineParser(prog=f"python sweeps/{spec.name}.py", description=spec.description,
                                 formatter_class=_HelpFormatter)
     per_preset = lambda f: ", ".join(f"{n}: {f(pr)}" for n, pr in sorted(spec.presets.items()))  # noqa: E731
     p.add_argument("--preset", choices=sorted(spec.presets), default="demo",

@@ -10,6 +10,7 @@ first trial: :func:`check_resources`, :func:`check_multi_host`, :func:`check_dat
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import socket
@@ -293,6 +294,14 @@ def is_bad_input(err: BaseException) -> bool:
     if isinstance(err, (ConfigError, DataError, OSError, ValueError)):
         return True
     return any(c.__name__ in BAD_INPUT_ERRORS for c in type(err).__mro__)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's refusals (an unknown option, a value of the wrong type) as one line and exit 2,
+    like every other bad input: no usage block above it (--help has that)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
 
 
 def run_edge(prog: str, fn: Callable[[], int]) -> int:

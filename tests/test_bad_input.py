@@ -88,11 +88,11 @@ def test_bad_input_row(row, tmp_path, monkeypatch, capsys):
     before = _listing(tmp_path)
     was_running = "ray" in sys.modules and sys.modules["ray"].is_initialized()
 
-    if argv[0] == "sportray":
-        from sportray.cli import main
+    main = _sweep_main(argv[0]) if argv[0] != "sportray" else __import__("sportray.cli", fromlist=["main"]).main
+    try:
         rc = main(argv[1:])
-    else:
-        rc = _sweep_main(argv[0])(argv[1:])
+    except SystemExit as exc:     # argparse's own refusals (an unknown option) exit 2 as ours do
+        rc = exc.code
     err = capsys.readouterr().err
 
     assert rc == row["exit"] == 2
