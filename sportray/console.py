@@ -225,8 +225,11 @@ class TrialNamer:
 
     def __init__(self, seeds):
         self.seeds = tuple(seeds)
+        self.given: dict[str, int] = {}    # name -> times given: Optuna may propose a recipe twice
 
     def __call__(self, trial) -> str:
         cfg = dict(trial.config or {})
         seed = self.seeds[int(cfg.get("__trial_index__", 0)) % len(self.seeds)]
-        return recipe_name(cfg, seed)
+        name = recipe_name(cfg, seed)
+        self.given[name] = self.given.get(name, 0) + 1
+        return name if self.given[name] == 1 else f"{name} #{self.given[name]}"

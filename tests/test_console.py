@@ -107,7 +107,9 @@ def test_tune_table_names_trials_by_recipe_and_seed_with_step_loss_and_metric(ca
 
     class T:   # what Tune hands the name creator: the trial's config with the Repeater's index
         config = {"views": "2x224+4x64", "steps": 40, "clip": 1.0, "lr": 0.001, "__trial_index__": 3}
-    assert TrialNamer((0, 1))(T()) == "2x224+4x64 40st clip1 lr1e-3 s1"
+    namer = TrialNamer((0, 1))
+    assert namer(T()) == "2x224+4x64 40st clip1 lr1e-3 s1"
+    assert namer(T()) == "2x224+4x64 40st clip1 lr1e-3 s1 #2"    # Optuna proposed the recipe again
 
     con = SweepConsole(total=2, steps=40, metric="valid/basketball_iou", every_s=0.0)
     a, b = _Trial("a", "2x224 40st clip1 lr1e-3 s0", 40), _Trial("b", "2x224 40st clip1 lr1e-3 s1", 40)
