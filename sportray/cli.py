@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import importlib.util
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -116,14 +119,11 @@ def _summary(title: str, payload: dict, tracking_uri: str, dashboard: str = "") 
 
 
 def cmd_pretrain(args) -> int:
-    import hashlib
-
     from sportray import trial
     from sportray.runtime import init_ray
+    from sportray.tracking import connect
     from sportray.validate import (check_address, check_data_fits, check_multi_host, check_resources,
                                    check_storage, check_tracking_uri)
-
-    from sportray.tracking import connect
     original = None
     if not args.rerun:  # every option checked before anything is created (the sqlite file included)
         cfg = config_from_args(PretrainConfig, args).validate()
@@ -310,8 +310,6 @@ def build_parser() -> argparse.ArgumentParser:
 def sweeps_dir() -> Path:
     """Where the sweep scripts are: $SPORTRAY_SWEEPS, else ./sweeps, else the checkout's sweeps/
     beside this package (an editable install)."""
-    import os
-
     for d in (os.environ.get("SPORTRAY_SWEEPS", ""), "sweeps", Path(__file__).resolve().parents[1] / "sweeps"):
         if d and Path(d).is_dir():
             return Path(d)
@@ -322,8 +320,6 @@ def sweeps_dir() -> Path:
 def cmd_sweep(argv: list[str]) -> int:
     """`sportray sweep NAME [options]` = `python sweeps/NAME.py [options]`: the same SPEC and
     sweep.main (or the script's own main, for references.py), the same exit codes."""
-    import importlib.util
-
     if not argv or argv[0] in ("-h", "--help"):
         names = sorted(f.stem for f in sweeps_dir().glob("*.py") if not f.name.startswith("_"))
         print("usage: sportray sweep NAME [--preset demo|paper] [--set FIELD=VALUE ...] [options]\n"

@@ -7,8 +7,10 @@ added here shows up in the CLI, the sweep, and the MLflow compare view under one
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,7 +256,6 @@ def _flag(name: str) -> str:
 
 
 def _finite(cfg, *names: str) -> None:
-    import math
     for name in names:
         value = getattr(cfg, name)
         if not math.isfinite(value):
@@ -264,7 +265,6 @@ def _finite(cfg, *names: str) -> None:
 def _check_types(cfg) -> None:
     """Each field holds its declared type (a bool is not an int, an int is a float): values from
     --set, presets or a --rerun record that are not refuse here instead of failing mid-run."""
-    import typing
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value, kind = getattr(cfg, f.name), hints[f.name]

@@ -20,6 +20,7 @@ process of the job (`sportray.runtime.init_ray`), so a multi-node cluster is qui
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -99,7 +100,6 @@ def quiet_process() -> None:
         os.environ.setdefault(key, value)
     # Train v2 logs each report at INFO on a logger named by its file (so LoggingConfig, which
     # filters "ray.train.*", does not reach it); the name is found without importing Train.
-    import importlib.util
     try:
         spec = importlib.util.find_spec("ray.train.v2._internal.execution.context")
         if spec and spec.origin:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True,
@@ -68,8 +69,6 @@ def token_file() -> str:
 def private_token_file(path: str | None = None) -> str:
     """The token is the cluster's password: a token file others can read is made 0600 (owner
     only), with a note. Returns the path ('' when there is no file)."""
-    import stat
-
     path = path or token_file()
     try:
         st = os.stat(path)

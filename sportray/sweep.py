@@ -16,6 +16,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -512,6 +513,7 @@ def _prepare_data(plan: SweepPlan, storage_path: Path):
     references, reference_weights = plan.spec.references, plan.weights
     if plan.pretrain.arm == "lora" and plan.pretrain.base in ("", "synthetic-demo"):
         from sportray.trial import ensure_demo_base
+
         # once, before trials race for it; without DINOv3 it is the bar the adapters are read against
         reference_weights = ensure_demo_base(data, store.path, str(storage_path / "train"))
         references = tuple(r for r in references if r != "dinov3") + ("base",)
@@ -551,6 +553,7 @@ def _tuner(plan: SweepPlan, ctx: dict, sweep_dir: Path, storage_path: Path, resu
     sched = None
     if plan.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
+
         # stop_last_trials=False: a trial that reaches the last step must go on to its probe
         # (ASHA would otherwise stop every trial at max_t, before any probe ran).
         sched = ASHAScheduler(metric="train/loss", mode="min", time_attr="step", max_t=pretrain.steps,
@@ -643,8 +646,6 @@ def final_lines(spec: SweepSpec, card, best: dict | None, run_names: dict, summa
     """The sweep's ending, within `width` columns: the best recipe by validation seed mean with
     its interval and run names, the floor, what beats it, where the scorecard is, and
     copy-paste commands for the MLflow UI (as installed) and the Ray dashboard (token step)."""
-    import textwrap
-
     metric = spec.metric
 
     def iv(lo, hi):

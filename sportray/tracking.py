@@ -40,10 +40,12 @@ Rules this module enforces (each one answers an MLflow pitfall, DESIGN.md §5):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
 import re
+import tempfile
 import time
 import warnings
 from dataclasses import fields as _dc_fields
@@ -51,13 +53,12 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 import numpy as np
-
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import save_model as save_pyfunc
-from mlflow.types import Schema, TensorSpec
 from mlflow.tracking import MlflowClient
+from mlflow.types import Schema, TensorSpec
 
 from sportray.config import DataConfig, PretrainConfig
 
@@ -360,8 +361,6 @@ def probe_view(client: MlflowClient, experiment_id: str, metrics: Iterable[str] 
     and the recipe params as columns, ranked on `order_by` (default: the first metric on
     validation)) and return the UI's URL path for it:
     ``#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=probes``."""
-    import json
-
     metrics = tuple(metrics)
     order_by = order_by or f"valid/{metrics[0]}"
     shown = [n for m in metrics for n in (f"valid/{m}", f"test/{m}", f"test/{m}_ci_low", f"test/{m}_ci_high")]
@@ -434,10 +433,6 @@ def log_final(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
     artifact is logged under its own name; a missing artifact path is warned about and skipped
     so the metrics and the status still land. For ``diverged`` the run description says so.
     """
-    import tempfile
-
-    import json
-
     probe = probe or {}
     headline = set(probe.get("headline", ()))
     tags = {**probe_tags(probe), **(tags or {})}
@@ -515,8 +510,6 @@ def log_backbone(client: MlflowClient, run_id: str, backbone_dir: str | os.PathL
     run page list it): a pyfunc model (sportray/mlflow_model.py) holding the checkpoint folder,
     with the trial's config as the model's params. Once per run: a resumed trial finds its
     model. Returns the model id."""
-    import tempfile
-
     experiment = client.get_run(run_id).info.experiment_id
     found = client.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}'")
     ready = [m for m in found if str(m.status).endswith("READY")]
@@ -571,9 +564,6 @@ def metric_histories(client: MlflowClient, run_id: str, names: Iterable[str]) ->
 def run_record(client: MlflowClient, run_id: str, artifact: str) -> dict:
     """A run's JSON artifact with the run's metrics and experiment id added ("metrics",
     "experiment_id"); FileNotFoundError naming the run when it has no such artifact."""
-    import json
-    import tempfile
-
     try:
         run = client.get_run(run_id)
         with tempfile.TemporaryDirectory() as tmp:

@@ -11,10 +11,12 @@ first trial: :func:`check_resources`, :func:`check_multi_host`, :func:`check_dat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import socket
 import sys
+import typing
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -139,9 +141,6 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 def parse_set(items: list[str], cls) -> dict:
     """--set FIELD=VALUE for a config dataclass: known field, value of its type, finite numbers,
     an explicit boolean (`compile=maybe` is refused, not read as False)."""
-    import dataclasses
-    import typing
-
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     out = {}

@@ -41,6 +41,8 @@ Video: 4,096 s (102,400 frames); a frame store at one frame every 1 s holds 4,09
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import datetime
 import functools
 import hashlib
@@ -48,6 +50,9 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -1837,8 +1842,6 @@ def _run_render_jobs(jobs: list[dict]) -> None:
 
 
 def _plan_files(root: Path, seed: int, n_games: int, half_s: float) -> tuple[list, list]:
-    import dataclasses
-
     plans = plan_games(n_games, half_s, seed)
     jobs = []
     for g, plan in enumerate(plans):
@@ -1858,10 +1861,6 @@ class _Renders:
     any caller (no multiprocessing main-module import). Workers get whole games."""
 
     def __init__(self, jobs: list[dict], workers: int):
-        import subprocess
-        import sys
-        import tempfile
-
         self.jobs, self.procs = jobs, []
         self.workers = max(1, min(workers, len({j["game"] for j in jobs})))
         if self.workers <= 1:
@@ -2000,8 +1999,6 @@ def ensure_synthetic(data_dir: str | Path, seed: int = 0, **sizes) -> Path:
 
 
 def _main(argv=None) -> int:
-    import argparse
-
     ap = argparse.ArgumentParser(description="sportray synthetic corpus (internal worker entry)")
     ap.add_argument("--render", help="JSON list of halves to render (used by write_soccernet)")
     args = ap.parse_args(argv)

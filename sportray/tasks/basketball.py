@@ -10,6 +10,7 @@ the synthetic corpus's deepsportradar/ folder. Picture: basketball_rows.png.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from sportray import panels
-from sportray import probes as P
+from sportray import panels, probes as P
 from sportray.config import DataConfig, ProbeConfig
 from sportray.data import probesets
 from sportray.tasks.base import ProbeTask, TaskResult, score
@@ -118,8 +118,6 @@ class BasketballTask(ProbeTask):
                                           images_root=data.basketball_images)
 
     def set_tags(self, path) -> dict[str, str]:
-        import json
-
         meta = probesets.describe(path)
         if not meta:
             return {}
