@@ -49,37 +49,6 @@ def synth_frames(n: int, h: int = 224, w: int = 398, seed: int = 0) -> np.ndarra
     return out
 
 
-def make_store(path: str | Path, n_frames: int, rows_per_block: int = 512) -> Path:
-    """A frame store in sportray's format (Parquet `frame` uint8 tensors written by Ray Data, as
-    frames.build_store writes them, + manifest.json) of n_frames synthetic frames.
-
-    Writing Ray's tensor column is slow (~140 frames/s on 9 CPUs of an H100 host, 2026-11-25), so
-    one file of `rows_per_block` distinct frames is written and hard-linked n_frames/rows_per_block
-    times: the reader pays the same decode per frame; the content repeats every block. Ray must be up."""
-    import os as _os
-
-    import ray
-
-    from sportray.data.frames import FRAME_H, FRAME_W, STORE_VERSION
-    path = Path(path)
-    if (path / "manifest.json").exists():
-        return path
-    rows_per_block = min(rows_per_block, n_frames)
-    n_blocks = max(1, n_frames // rows_per_block)
-    frames = synth_frames(rows_per_block, FRAME_H, FRAME_W)
-    seed_dir = path / "seed"
-    ray.data.from_numpy(frames).rename_columns({"data": "frame"}).repartition(1).write_parquet(
-        str(seed_dir), min_rows_per_file=rows_per_block, compression="zstd")
-    src = next(seed_dir.glob("*.parquet"))
-    (path / "data").mkdir(parents=True, exist_ok=True)
-    for i in range(n_blocks):
-        _os.link(src, path / "data" / f"part-{i:05d}.parquet")
-    (path / "manifest.json").write_text(json.dumps({
-        "version": STORE_VERSION, "key": "bench", "frames": n_blocks * rows_per_block, "videos": 0,
-        "every_s": 4.0, "frame_shape": [FRAME_H, FRAME_W, 3], "sources": [], "bad_files": []}))
-    return path
-
-
 def build(model: str, views: str, directions: int, device, seed: int = 0, compile_: bool = False, lr: float = 5e-4):
     """(backbone, forward_backbone, head, optimizer, trainable, groups) as pretrain.py builds them."""
     from sportray.config import PretrainConfig, parse_views

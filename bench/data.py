@@ -2,11 +2,13 @@
 
 1. decode: sportray's own decode UDF (frames.decode_segments: PyAV seek + decode one frame per
    sampled time) on one core, in-process, on real H.264 224p .mkv files from
-   sportray.data.synthetic.write_synthetic; then frames.build_store end to end (Ray Data: probe,
-   decode, random_shuffle, Parquet zstd write) with the Ray CPUs given.
+   sportray.data.synthetic.write_synthetic; then frames.build_store end to end (probe, decode each
+   frame into lz4 staging, gather into Parquet files in the seeded order) with the Ray CPUs given.
+   bench/store_build.py has the build's own figures (before vs after, same run).
 2. read: frames.read_store(store).iter_torch_batches(batch 256, uint8[, pinned, to the GPU]) with
    Ray Data limited to 1, 2, 4 CPUs (DataContext resource_limits); the consumer is this process.
-   The store is bench/_common.make_store's (sportray's format, frame-like content, zstd).
+   The store is bench/reader.v2_store's (sportray's format, frame-like content). bench/reader.py
+   has the reader's own figures (old format vs new, same run).
 3. encodings: the same frames as Parquet large_list<uint8> (Ray's tensor column, the store's format)
    vs binary / fixed_size_binary, read by pyarrow on one core (bench/_fmt.py).
 
@@ -22,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import make_store, save_json, table
+from _common import save_json, table
+from reader import v2_store
 import torch
 
 
@@ -84,7 +87,7 @@ def main():
                      "frames_s": st.frames / dt, "frames_s_per_core": st.frames / dt / args.ray_cpus, "seconds": dt})
         print(rows[-1], flush=True)
 
-    store = make_store(work / "store_read", read_frames, rows_per_block=512 if not args.tiny else 128)
+    store = v2_store(work / "store_read", read_frames, distinct=512 if not args.tiny else 128)
     size = sum(f.stat().st_size for f in (store / "data").glob("*"))
     print(f"read store: {read_frames} frames, {size / 2**20:.0f} MiB ({size / read_frames / 1e3:.0f} kB/frame)", flush=True)
     ctx = ray.data.DataContext.get_current()

@@ -1,6 +1,6 @@
 """The whole path against the bare step, side by side in one run on one GPU:
 
-  frame store (Parquet, sportray format) -> Ray Data read_store -> streaming split ->
+  frame store (sportray's format, bench/reader.v2_store) -> Ray Data read_store -> streaming split ->
   iter_torch_batches(uint8, pinned, to the device) -> sportray.pretrain.train_loop_per_worker
   (1 TorchTrainer worker) -> the LeJEPA step            [train/frames_per_s of the last window]
 vs
@@ -25,7 +25,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from _common import make_store, save_json, sync, table
+from _common import save_json, sync, table
+from reader import v2_store
 import torch
 
 
@@ -134,7 +135,7 @@ def main():
     ray.init(num_cpus=ray_cpus + (max(workers) - 1) * 1, num_gpus=torch.cuda.device_count() if device == "cuda" else 0,
              include_dashboard=False, log_to_driver=True)
     t0 = time.perf_counter()
-    store = make_store(work / "store", store_frames)
+    store = v2_store(work / "store", store_frames)
     print(f"store: {store_frames} frames in {time.perf_counter() - t0:.1f} s, "
           f"{sum(f.stat().st_size for f in (store / 'data').glob('*')) / 2**20:.0f} MiB", flush=True)
     for w, order in [(w, o) for w in workers for o in args.data_orders.split(",")]:

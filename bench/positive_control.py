@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from sportray import backbones, probes, tasks
 from sportray.config import PretrainConfig, ProbeConfig, parse_views
+from sportray.data import frames as fr
 from sportray.data.probesets import load
 from sportray.pretrain import build_model, clip_gradients, lr_at
 from sportray.views import Augment, make_views, view_generator
@@ -35,13 +35,9 @@ _VIEW_KEYS = {"gscale", "lscale", *vars(Augment()).keys()}
 
 def load_frames(store: str) -> np.ndarray:
     """Every frame of a store in memory (the demo's stores are a few hundred MB at most)."""
-    import ray.data  # noqa: F401  registers the tensor extension type the store's column uses
-
-    out = []
-    for f in sorted(Path(store, "data").glob("*.parquet")):
-        for rb in pq.ParquetFile(str(f)).iter_batches(batch_size=256, columns=["frame"]):
-            out.append(rb.column(0).to_numpy())
-    return np.concatenate(out)
+    codec = fr.check_store(store)["frame_codec"]
+    return np.concatenate([chunk for f in sorted(Path(store, "data").glob("*.parquet"))
+                           for chunk in fr.iter_store_file(str(f), codec)])
 
 
 def parse_recipe(text: str) -> tuple[dict, dict]:

@@ -55,12 +55,8 @@ def sweep_data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def store(ray_session, tmp_path_factory):
-    """A tiny frame store in the real format (96 smooth random frames, Parquet + manifest) for the
+    """A tiny frame store in the real format (96 smooth random frames, frames.write_store) for the
     Ray Train tests."""
-    import json
-
-    import ray
-
     from sportray.data import frames as fr
 
     root = tmp_path_factory.mktemp("store")
@@ -69,11 +65,7 @@ def store(ray_session, tmp_path_factory):
     # smooth random images (a learnable structure beyond noise): low-res noise upsampled
     low = rng.integers(0, 255, (n, 14, 25, 3), dtype=np.uint8)
     imgs = np.repeat(np.repeat(low, 16, axis=1), 16, axis=2)[:, :fr.FRAME_H, :fr.FRAME_W]
-    ds = ray.data.from_items([{"frame": imgs[i], "t_ms": i} for i in range(n)])
-    ds.write_parquet(str(root / "data"))
-    (root / "manifest.json").write_text(json.dumps({"version": fr.STORE_VERSION, "key": "test", "frames": n,
-                                                    "videos": 1, "bad_files": []}))
-    return root
+    return fr.write_store(root / "store", np.ascontiguousarray(imgs), key="test")
 
 
 TINY = dict(n_games=4, half_s=12, n_arenas=4, images_per_arena=6)

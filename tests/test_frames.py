@@ -40,6 +40,15 @@ def corpus(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def v2_store(tmp_path_factory):
+    """96 smooth random frames in a store of this version (frames.write_store), in row order."""
+    rng = np.random.default_rng(0)
+    low = rng.integers(0, 255, (96, 14, 25, 3), dtype=np.uint8)
+    imgs = np.repeat(np.repeat(low, 16, axis=1), 16, axis=2)[:, :fr.FRAME_H, :fr.FRAME_W]
+    return fr.write_store(tmp_path_factory.mktemp("v2") / "store", np.ascontiguousarray(imgs), key="test")
+
+
 def test_probe_reports_what_was_encoded(corpus):
     info = probe_video(corpus / "lg" / "2020" / "game-a" / "1_224p.mkv")
     assert info.codec == "h264"
@@ -121,16 +130,92 @@ def test_store_of_another_version_is_refused(tmp_path):
         fr.check_store(tmp_path)
 
 
+def _v1_store(path: Path) -> Path:
+    """A store as version 1 left it: Ray's tensor column (a list<uint8> per frame) + its manifest."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (path / "data").mkdir(parents=True)
+    frame = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(2 * fr.FRAME_BYTES, np.uint8)), fr.FRAME_BYTES)
+    pq.write_table(pa.table({"frame": frame, "t_ms": [0, 1]}), path / "data" / "0.parquet")
+    (path / "manifest.json").write_text(json.dumps({"version": 1, "key": "old", "frames": 2, "videos": 1,
+                                                    "every_s": 4.0, "sources": [], "bad_files": []}))
+    return path
+
+
+def test_a_version_1_store_gets_the_rebuild_message_naming_it(ray_session, corpus, tmp_path):
+    """Every way in -- reading it for training, an explicit --store, `frames --out` onto it --
+    names the old store and says how to rebuild; none of them reads or touches its files."""
+    from sportray.config import DataConfig
+    from sportray.data import defaults
+
+    old = _v1_store(tmp_path / "old-store")
+    before = sorted(p.name for p in old.rglob("*"))
+    for attempt in (lambda: fr.read_store(old),
+                    lambda: defaults.frame_store(DataConfig(store=str(old), data_dir=str(tmp_path / "d"))),
+                    lambda: fr.build_store(fr.parse_sources(str(corpus)), old, every_s=0.5, data_dir=tmp_path)):
+        with pytest.raises(DataError, match=r"format version 1, but this sportray reads version 2.*"
+                                            r"rebuild it: `sportray frames CORPUS --out NEW_FOLDER`") as err:
+            attempt()
+        assert str(old) in str(err.value)
+    assert sorted(p.name for p in old.rglob("*")) == before
+
+
+def test_the_same_inputs_build_the_same_store_file_by_file_and_its_frames_are_the_frames_shown(
+        ray_session, corpus, tmp_path):
+    """Two builds (another folder, the decode tasks finishing in whatever order) give identical
+    files; each row's pixels are decode_at's frame at its time; another seed permutes the same frames."""
+    import pyarrow.parquet as pq
+
+    sources = fr.parse_sources(str(corpus))
+    a = fr.build_store(sources, tmp_path / "a", every_s=0.5, data_dir=tmp_path)
+    b = fr.build_store(sources, tmp_path / "b", every_s=0.5, data_dir=tmp_path)
+    files = sorted(p.name for p in (Path(a.path) / "data").iterdir())
+    assert files == sorted(p.name for p in (Path(b.path) / "data").iterdir())
+    for name in files:
+        assert (Path(a.path) / "data" / name).read_bytes() == (Path(b.path) / "data" / name).read_bytes()
+
+    rows = pq.read_table(Path(a.path) / "data").to_pylist()
+    pixels = fr.decode_frames(pq.read_table(Path(a.path) / "data").column("frame"), fr.FRAME_CODEC)
+    for row, img in zip(rows, pixels):
+        [(t_ms, shown)] = decode_at(Path(row["source"]) / row["video"], [row["t_ms"] / 1000])
+        assert t_ms == row["t_ms"] and np.array_equal(img, fr.fit_frame(shown))
+
+    other = pq.read_table(Path(fr.build_store(sources, tmp_path / "c", every_s=0.5, data_dir=tmp_path,
+                                              seed=1).path) / "data").to_pylist()
+    key = lambda r: (r["video"], r["t_ms"])  # noqa: E731
+    assert [key(r) for r in other] != [key(r) for r in rows]
+    assert sorted(map(key, other)) == sorted(map(key, rows))
+
+
+def test_a_truncated_video_is_listed_once_and_the_others_are_stored(ray_session, corpus, tmp_path):
+    """A file that probes (its header says 6 s) but whose stream ends at half: listed once among
+    the bad files with the reason, none of its frames stored, the other videos complete."""
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "c"
+    root.mkdir()
+    good = corpus / "lg" / "2020" / "game-a" / "2_224p.mkv"
+    (root / "good.mkv").write_bytes(good.read_bytes())
+    data = (corpus / "lg" / "2020" / "game-a" / "1_224p.mkv").read_bytes()
+    (root / "cut.mkv").write_bytes(data[: len(data) // 2])
+    info = fr.build_store(fr.parse_sources(str(root)), None, every_s=0.5, data_dir=tmp_path)
+    assert [(Path(b["path"]).name, "stream ends before" in b["reason"]) for b in info.bad_files] == [("cut.mkv", True)]
+    assert info.videos == 1 and info.frames == 8
+    assert set(pq.read_table(Path(info.path) / "data")["video"].to_pylist()) == {"good.mkv"}
+
+
 def test_direct_decoding_without_a_store(ray_session, corpus):
     ds, bad = fr.decoded_dataset(fr.parse_sources(str(corpus)), every_s=1.0)
     assert len(bad) == 1
     assert ds.count() == 6 + 4
 
 
-def test_a_store_read_as_one_stream_repeats_whole_batch_epochs_and_stops_at_the_last_step(store):
+def test_a_store_read_as_one_stream_repeats_whole_batch_epochs_and_stops_at_the_last_step(ray_session, v2_store):
     """run_pretrain's stream of a store: epochs back to back, each cut to whole batches and in the
     same order as one plain read of the store (so a run's batches do not change), ending after
     exactly `steps` batches: no frame is read that no step uses."""
+    store = v2_store
     one = np.concatenate([b["frame"] for b in fr.read_store(store, seed=3).iter_batches(batch_size=None)])
     steps, batch = 20, 10
     ds, per_epoch = fr.stream_store(fr.read_store(store, seed=3), steps=steps, batch=batch)
@@ -145,6 +230,18 @@ def test_a_store_read_as_one_stream_repeats_whole_batch_epochs_and_stops_at_the_
     assert fr.stream_store(ray_items_dataset(), steps=2, batch=1) is None
     with pytest.raises(DataError, match="fewer than one step's batch"):
         fr.stream_store(fr.read_store(store), steps=1, batch=len(one) + 1)
+
+
+def test_write_store_and_read_store_round_trip_every_pixel_in_order(ray_session, v2_store):
+    rng = np.random.default_rng(0)
+    low = rng.integers(0, 255, (96, 14, 25, 3), dtype=np.uint8)
+    imgs = np.repeat(np.repeat(low, 16, axis=1), 16, axis=2)[:, :fr.FRAME_H, :fr.FRAME_W]
+    read = np.concatenate([b["frame"] for b in fr.read_store(v2_store).iter_batches(batch_size=None)])
+    assert read.dtype == np.uint8 and np.array_equal(read, imgs)
+    [file] = (v2_store / "data").glob("*.parquet")     # 96 rows in row groups of 64: 50..79 spans two
+    part = list(fr.iter_store_file(str(file), fr.FRAME_CODEC, start=50, rows=30, chunk=7))
+    assert [len(p) for p in part] == [7, 7, 7, 7, 2] and np.array_equal(np.concatenate(part), imgs[50:80])
+    assert fr.check_store(v2_store)["frame_codec"] == fr.FRAME_CODEC
 
 
 def ray_items_dataset():

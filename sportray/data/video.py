@@ -7,6 +7,7 @@ parallelism comes from Ray tasks, one per video segment).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,10 +109,17 @@ def decode_at(path: str | Path, times_s: list[float], short_side: int | None = N
     A time past the end of the stream raises DataError naming the file; a stream that ends
     early (truncated file) does too, with the last time reached.
     """
+    return list(iter_frames_at(path, times_s, short_side))
+
+
+def iter_frames_at(path: str | Path, times_s: list[float], short_side: int | None = None
+                   ) -> Iterator[tuple[int, np.ndarray]]:
+    """decode_at as a generator: each (t_ms, frame) as soon as it is decoded, so a caller can
+    compress and write frame k while holding none of the others (the store build decodes a
+    minute of video per task). Errors as decode_at's, raised when reached."""
     times = sorted(float(t) for t in times_s)
-    out: list[tuple[int, np.ndarray]] = []
     if not times:
-        return out
+        return
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -127,7 +135,7 @@ def decode_at(path: str | Path, times_s: list[float], short_side: int | None = N
         #                 sample cost 3-6x at one frame every 0.25 s; BENCHMARKS.md)
         while i < len(times):
             target = times[i]
-            found = False
+            found: list[tuple[int, np.ndarray]] = []
             try:
                 # Seek only when the next sample is far ahead; otherwise decoding forward is cheaper.
                 # (Inside the try: a seek into a damaged file raises too, and must name the file.)
@@ -144,12 +152,9 @@ def decode_at(path: str | Path, times_s: list[float], short_side: int | None = N
                         img = frame.to_ndarray(format="rgb24")
                         if short_side:
                             img = resize_short_side(img, short_side)
-                        out.append((int(round(target * 1000)), img))
-                        i += 1
-                        found = True
                         # several samples may fall on one decoded frame (dense sampling)
                         while i < len(times) and t + half_frame >= times[i]:
-                            out.append((int(round(times[i] * 1000)), img))
+                            found.append((int(round(times[i] * 1000)), img))
                             i += 1
                         break
             except Exception as exc:
@@ -158,7 +163,7 @@ def decode_at(path: str | Path, times_s: list[float], short_side: int | None = N
             if not found:
                 raise DataError(path, f"stream ends before {target:.2f} s (last frame at "
                                       f"{max(last_t, 0):.2f} s): truncated, or the time is past the end")
-        return out
+            yield from found
     finally:
         container.close()
 
