@@ -108,6 +108,9 @@ def quiet_process() -> None:
         pass
     for name in ("mlflow", "optuna", "ray.tune", "ray.train", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # "The `process_trial_result` operation took 1.2 s, which may be a performance bottleneck":
+    # Tune timing its own driver on a loaded machine, nothing a sweep's user can act on
+    logging.getLogger("ray.tune.utils.util").addFilter(_DropMessages("may be a performance bottleneck"))
     # "To visualize your results with TensorBoard ..." (TensorBoard is not a dependency)
     logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.ERROR)
     for pattern in _RAY_OWN_WARNINGS:

@@ -145,3 +145,27 @@ def test_console_lines_fit_100_columns_with_paths_kept_whole(capsys):
     assert any(line.strip() == path for line in lines)            # wrapped between words, never inside one
     assert lines[-2].strip() == "1024 frames from 16 videos (reused), 0 bad files"   # too long: its own line
     assert lines[-1].endswith("; 2 sets") and lines[-1].startswith("[sportray] probe sets")
+
+
+def test_tunes_own_slowness_warnings_stay_off_a_quiet_console(caplog, monkeypatch):
+    import logging
+    import time as _time
+
+    monkeypatch.delenv("SPORTRAY_VERBOSE", raising=False)
+    from ray.tune.utils import util as tune_util
+    from ray.tune.utils.util import warn_if_slow
+
+    from sportray.console import quiet_process
+
+    quiet_process()
+    tune_log = logging.getLogger("ray.tune.utils.util")
+    tune_log.addHandler(caplog.handler)     # Ray's loggers do not propagate to the root's
+    try:
+        # what a loaded driver triggers (Tune stays silent in its first minute)
+        monkeypatch.setattr(tune_util, "START_OF_TIME", _time.time() - 120)
+        with warn_if_slow("process_trial_result", threshold=1e-6):
+            _time.sleep(0.01)
+        tune_log.warning("another warning")                          # Tune's other warnings still show
+    finally:
+        tune_log.removeHandler(caplog.handler)
+    assert "another warning" in caplog.text and "performance bottleneck" not in caplog.text, caplog.text
