@@ -406,7 +406,10 @@ def set_status(client: MlflowClient, run_id: str, status: str, note: str | None 
 # or probe computes (per-class recalls, item counts, the probe's chosen lr, store size, ...) goes
 # to the run's `details.json` artifact. Which probe metrics are headline is the probe tasks' say
 # (ProbeTask.headline, passed in the probe record).
-_HEADLINE = re.compile(r"train/[^/]+|final_loss|diverged|diverged_step|stopped_step|steps_done|probe_seconds")
+# time/overhead_s and time/steps_s: what a trial cost besides and in training (its other phases
+# go to details.json)
+_HEADLINE = re.compile(r"train/[^/]+|final_loss|diverged|diverged_step|stopped_step|steps_done|probe_seconds"
+                       r"|time/overhead_s|time/steps_s")
 DETAILS_ARTIFACT = "details.json"
 
 

@@ -142,6 +142,7 @@ def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, trac
     config_key: the run's identity (tag sportray.config_key, one scorecard row per key); default
     tracking.config_key(cfg). name_key: the key its run name and metric labels are made of, when
     shorter than the identity (a sweep: the searched fields); default config_key."""
+    moments = {"trial_start": time.time()}
     cfg.validate()
     probe = dataclasses.replace(probe, seed=cfg.seed)  # probe heads and bootstrap follow the trial's seed
     tracking_uri = absolute_tracking_uri(tracking_uri)
@@ -158,7 +159,7 @@ def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, trac
         return done
     try:
         return _pretrain_and_probe(cfg, data, probe, client, run_id, name_key or key, trial_id, tracking_uri,
-                                   storage, in_tune, do_probe)
+                                   storage, in_tune, do_probe, moments)
     except BaseException as exc:
         # The run says what happened: a crash is "failed" (never left looking "running").
         tracking.fail_if_running(client, run_id, f"{type(exc).__name__}: {exc}")
@@ -166,7 +167,7 @@ def run_trial(cfg: PretrainConfig, data: DataConfig, probe: ProbeConfig, *, trac
 
 
 def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, tracking_uri, storage,
-                        in_tune, do_probe) -> dict:
+                        in_tune, do_probe, moments: dict[str, float]) -> dict:
     paths = resolve(data)
     store = frame_store(data, paths)
     base_path, base_label = "", cfg.base
@@ -178,9 +179,12 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
         tracking.set_base(client, run_id, base_label)
     sets = tasks.build_sets(data, tasks.resolve(probe), paths) if do_probe else {}
     run_label = f"trial-{trial_id}"
+    moments["fit_start"] = time.time()
     res = run_pretrain(cfg, read_store(store.path, data.max_frames, seed=cfg.seed), storage_path=str(Path(storage).resolve()),
                        run_name=run_label, tracking_uri=tracking_uri, mlflow_run_id=run_id,
                        base_path=base_path, base_label=base_label, trial=tracking.run_name(key, cfg.seed), in_tune=in_tune)
+    moments["fit_end"] = time.time()
+    moments.update({k.removeprefix("clock/"): v for k, v in res.metrics.items() if k.startswith("clock/")})
     final = {"final_loss": res.metrics.get("train/loss", float("nan")),
              "final_rel_dist_init": res.metrics.get("train/rel_dist_init", float("nan")),
              "final_weight_norm": res.metrics.get("train/weight_norm", float("nan")),
@@ -213,16 +217,41 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
                     raise
                 # A diverged backbone may hold NaN weights: its probe failing is part of the finding.
                 say(f"trial {trial_id}: probe of the diverged backbone failed ({type(exc).__name__}: {exc})")
+            moments["probe_end"] = time.time()
         if res.status == "finished" and res.backbone_dir:
             # the backbone itself, loadable with mlflow.pyfunc.load_model (sportray/mlflow_model.py)
             tracking.log_backbone(client, run_id, res.backbone_dir,
                                   {**flatten(cfg), **{f"data.{k}": v for k, v in flatten(data).items()}})
+        moments["logged"] = time.time()
+        final.update(overhead_times(moments))
         tracking.log_final(client, run_id, final, artifacts, status=res.status, step=res.steps,
                            probe=probe_record(artifacts))
     report_probe(tracking.run_name(key, cfg.seed), cfg.arm, {**final, "status": res.status},   # Grafana's
                  tasks.resolve(probe))                                                          # sweep overview
     final.update({"status": res.status, "mlflow_run_id": run_id, "checkpoint": res.backbone_dir})
     return final
+
+
+# (phase, from, to): a trial's wall time in the order it passes, the worker's moments from rank 0
+PHASES = (("setup", "trial_start", "fit_start"),          # data stores and probe sets found
+          ("train_start", "fit_start", "worker_start"),    # Train controller, worker group, imports
+          ("model", "worker_start", "model_ready"),        # model built, checkpoint restored
+          ("first_batch", "model_ready", "first_batch"),   # Ray Data's stream started
+          ("steps", "first_batch", "last_step"),           # training (the first step's compile included)
+          ("train_end", "last_step", "fit_end"),           # final checkpoint, worker group shutdown
+          ("probe", "fit_end", "probe_end"),               # features, heads, bootstrap, panels
+          ("log", "probe_end", "logged"))                  # curves, the backbone as an MLflow model
+
+
+def overhead_times(moments: dict[str, float]) -> dict[str, float]:
+    """A trial's wall time split into phases, as metrics time/<phase>_s, and time/overhead_s: all
+    but the training steps, what a sweep pays per trial whatever its length. A phase whose
+    moments are missing (a failed run, no probe) is left out."""
+    out = {f"time/{name}_s": moments[b] - moments[a] for name, a, b in PHASES if a in moments and b in moments}
+    end = moments.get("logged", moments.get("fit_end"))
+    if end is not None and "time/steps_s" in out:
+        out["time/overhead_s"] = end - moments["trial_start"] - out["time/steps_s"]
+    return out
 
 
 def _curves(client, run_id: str, tmp: str, title: str, res) -> list[str]:

@@ -1,8 +1,10 @@
 """The cluster face of sportray: cluster.yaml as `ray up` would check it, the shared-storage
 rule, and a real two-node Ray cluster on this machine running a tiny sweep end to end (two
-trials; four with SPORTRAY_CLUSTER_TRIALS=4), looked at the way a person would: with Chromium (see browser_tools.py), the Ray
-dashboard's actors and jobs pages while the trials train, then the MLflow compare view of the
-trained trials; the screenshots go where test_browser.py's do.
+trials; four with SPORTRAY_CLUSTER_TRIALS=4), looked at the way a person would: with Chromium
+(see browser_tools.py), the Ray dashboard's actors and jobs pages while the trials train, then
+the MLflow compare view of the trained trials (the screenshots go where test_browser.py's do);
+and through a real Prometheus scraping the nodes (prometheus_tools.py), every Grafana panel.
+One sweep serves all of them: a sweep is minutes of this 2-core machine.
 
 The nodes come from conftest.py's `local_ray_cluster` fixture (`LocalRayCluster`, also used by
 test_metrics.py and test_browser.py): `ray start --block` subprocesses with their own --temp-dir,
@@ -20,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import prometheus_tools as pt
 import pytest
 import yaml
 from browser_tools import HAVE_CHROMIUM, NO_CHROMIUM
@@ -221,6 +224,7 @@ class SweepRun:
     logs_tail: str
     dashboard: dict | Exception | None   # what watch_dashboard saw; None without Chromium
     mlflow_url: str                      # `mlflow ui` on the store, up until the module's tests end
+    panels: "pt.PanelWatcher | None"     # Prometheus' view of the panels; None without prometheus
 
 
 def watch_dashboard(cluster, sweep: subprocess.Popen, workdir: Path, want_workers: int) -> dict:
@@ -289,6 +293,19 @@ def watch_dashboard(cluster, sweep: subprocess.Popen, workdir: Path, want_worker
             "still_running": sweep.poll() is None, "screenshots": [actors_png, jobs_png]}
 
 
+def _run_sweep(cluster, tmp: Path, runs: Path, db: Path, synth: Path, data_dir: Path):
+    """The README's sweep script, joining the cluster with --address; (process, its log)."""
+    log_path = tmp / "sweep.out"
+    with log_path.open("w") as log:
+        sweep = subprocess.Popen(
+            [sys.executable, "sweeps/scratch_views.py", "--address", cluster.address, *SWEEP_ARGS,
+             "--data-dir", str(data_dir), "--tracking-uri", f"sqlite:///{db}", "--storage", str(runs),
+             "--corpus", str(synth / "soccernet"), "--soccer-labels", str(synth / "soccernet"),
+             "--basketball", str(synth / "deepsportradar")],
+            env=cluster.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    return sweep, log_path
+
+
 @pytest.fixture(scope="module")
 def two_node_sweep(tmp_path_factory, tiny_synthetic, sweep_data_dir, local_ray_cluster, mlflow_db_at) -> SweepRun:
     """Head + a second node (`ray start --address`, token auth), then the README's sweep script
@@ -311,18 +328,13 @@ def two_node_sweep(tmp_path_factory, tiny_synthetic, sweep_data_dir, local_ray_c
                                env={"RAY_metrics_report_interval_ms": "2000"}) as cluster:
             t_up = time.monotonic() - t0
             watcher = MetricsWatcher(cluster.metrics_ports)
-            out = cluster.run_python(CHECK_NODES, args=[cluster.address, str(runs)])
-            assert out.returncode == 0, out.stderr[-3000:] + cluster.logs_tail()
-            info = json.loads(out.stdout.strip().splitlines()[-1])
-            log_path = tmp / "sweep.out"
-            with log_path.open("w") as log:
-                sweep = subprocess.Popen(
-                    [sys.executable, "sweeps/scratch_views.py", "--address", cluster.address, *SWEEP_ARGS,
-                     "--data-dir", str(sweep_data_dir), "--tracking-uri", f"sqlite:///{db}", "--storage", str(runs),
-                     "--corpus", str(tiny_synthetic / "soccernet"),
-                     "--soccer-labels", str(tiny_synthetic / "soccernet"),
-                     "--basketball", str(tiny_synthetic / "deepsportradar")],
-                    env=cluster.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            # a real Prometheus on the same endpoints evaluates every Grafana panel's query
+            with (pt.PanelWatcher(tmp / "prometheus", cluster.metrics_ports) if pt.HAVE_PROMETHEUS
+                  else contextlib.nullcontext()) as panels:
+                out = cluster.run_python(CHECK_NODES, args=[cluster.address, str(runs)])
+                assert out.returncode == 0, out.stderr[-3000:] + cluster.logs_tail()
+                info = json.loads(out.stdout.strip().splitlines()[-1])
+                sweep, log_path = _run_sweep(cluster, tmp, runs, db, tiny_synthetic, sweep_data_dir)
                 try:
                     if bt.HAVE_CHROMIUM:
                         try:
@@ -334,14 +346,14 @@ def two_node_sweep(tmp_path_factory, tiny_synthetic, sweep_data_dir, local_ray_c
                     if sweep.poll() is None:
                         sweep.kill()
                         sweep.wait(30)
-            t_sweep = time.monotonic() - t0 - t_up
-            time.sleep(3)  # one more export interval for the probe gauges of the last trial
+                t_sweep = time.monotonic() - t0 - t_up
+                time.sleep(3)  # one more export interval for the probe gauges of the last trial
             watcher.stop()
             logs_tail = cluster.logs_tail()
         yield SweepRun(workdir=tmp, db=db, info=info, returncode=sweep.returncode,
                        output=log_path.read_text(errors="replace"), seen=watcher.seen, probed=watcher.probed,
                        t_up=t_up, t_sweep=t_sweep, t_total=time.monotonic() - t0, logs_tail=logs_tail,
-                       dashboard=dashboard, mlflow_url=mlflow_url)
+                       dashboard=dashboard, mlflow_url=mlflow_url, panels=panels)
 
 
 def _trial_runs(db: Path):
@@ -386,6 +398,31 @@ def test_two_node_cluster_runs_a_tiny_sweep_into_mlflow(two_node_sweep):
     assert run.probed == names, (run.probed, names)
     print(f"\n[two-node] cluster up {run.t_up:.0f} s, sweep of {len(trials)} trials {run.t_sweep:.0f} s, "
           f"total {run.t_total:.0f} s; nodes {run.info}; metrics seen: {sorted(run.seen)}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SWEEP_TIMEOUT_S)
+@pytest.mark.skipif(not pt.HAVE_PROMETHEUS, reason=pt.NO_PROMETHEUS)
+def test_every_grafana_panel_query_returns_series_from_a_real_prometheus(two_node_sweep):
+    """Every panel query of dashboards/*.json, evaluated by a real Prometheus scraping the two
+    nodes while the sweep ran, returned series at some point: the training panels while a trial
+    trained, the probe panels once trials were probed. The GPU panels, on a machine without
+    GPUs, must be empty rather than wrong."""
+    run = two_node_sweep
+    assert run.returncode == 0, "the sweep failed: see test_two_node_cluster_runs_a_tiny_sweep_into_mlflow"
+    w = run.panels
+    if w.error is not None:
+        raise w.error
+    assert len(w.queries) >= 30, w.queries
+    gpu_panels = {q: n for q, n in w.seen.items() if any(g in q[2] for g in pt.GPU_ONLY)}
+    missing = [f"{dash} / {title}: {expr}" for (dash, title, expr), n in w.seen.items()
+               if not n and (dash, title, expr) not in gpu_panels]
+    assert not missing, "panels whose query never returned a series:\n" + "\n".join(missing)
+    _client, _exp, _all, trials = _trial_runs(run.db)
+    assert w.trials == {r.info.run_name for r in trials}, w.trials   # every trial's gauges, by run name
+    gpu = any(n for q, n in gpu_panels.items() if 'Name="GPU"' in q[2])
+    print(f"\n[prometheus] {len(w.seen) - len(gpu_panels)} panel queries returned series; {len(gpu_panels)} GPU "
+          f"panel queries {'returned series' if gpu else 'empty (no GPU here)'}; trials {sorted(w.trials)}")
 
 
 @pytest.mark.slow

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sportray import tracking
+
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--set", "steps=4", "--set", "views=2x32+2x16", "--set", "batch_size=4", "--set", "log_every=2",
         "--set", "checkpoint_every=2", "--set", "clip=1.0", "--set", "proj_dim=16",
@@ -87,8 +89,11 @@ def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(tiny_synth
         assert r.data.tags["mlflow.parentRunId"] in parents_before
         assert r.data.tags["sportray.status"] == "finished"
         for metric in ("test/basketball_iou", "test/basketball_iou_ci_low", "test/soccer_bal_acc", "test/soccer_bal_acc_ci_high", "valid/basketball_iou",
-                       "final_loss"):
+                       "final_loss", "time/steps_s", "time/overhead_s"):
             assert metric in r.data.metrics, metric
+        # where the rest of its time went, phase by phase (sportray.trial.PHASES)
+        details = tracking.run_record(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), r.info.run_id, "details.json")
+        assert {"time/train_start_s", "time/probe_s", "time/log_s"} <= set(details), details
         assert r.data.params["steps"] == "4" and r.data.params["arm"] == "scratch"
         assert r.data.params["views"] == "2x32+2x16"
         # its backbone as an MLflow model, logged once (the resumed sweep did not log it again)
@@ -175,6 +180,24 @@ def test_asha_stops_the_worse_loss_early_and_lets_the_better_trial_reach_its_pro
     card = scorecard.build(scorecard.load_runs(client, "asha_sweep", parent_run_id=summary["parent_run_id"]))
     assert [r.run_id for r in card.stopped] == [bad.info.run_id]
     assert "stopped early on the LeJEPA loss" in scorecard.to_markdown(card)
+
+
+def test_a_trials_wall_time_splits_into_phases_that_add_up_to_it():
+    """Each trial logs where its time went (time/<phase>_s) and time/overhead_s, all but the
+    training steps; a run that stopped before the probe has no probe phase, and its overhead ends
+    where it ended."""
+    from sportray.trial import PHASES, overhead_times
+
+    moments = dict(trial_start=100.0, fit_start=102.0, worker_start=110.0, model_ready=112.0,
+                   first_batch=115.0, last_step=145.0, fit_end=150.0, probe_end=155.0, logged=157.0)
+    t = overhead_times(moments)
+    assert set(t) == {f"time/{name}_s" for name, _a, _b in PHASES} | {"time/overhead_s"}
+    assert t["time/train_start_s"] == 8.0 and t["time/steps_s"] == 30.0 and t["time/probe_s"] == 5.0
+    assert sum(v for k, v in t.items() if k != "time/overhead_s") == 57.0       # the phases tile the trial
+    assert t["time/overhead_s"] == 27.0
+    failed = overhead_times({k: v for k, v in moments.items() if k not in ("probe_end", "logged")})
+    assert "time/probe_s" not in failed and "time/log_s" not in failed
+    assert failed["time/overhead_s"] == 20.0
 
 
 def test_best_recipe_is_chosen_on_validation_and_names_that_split():

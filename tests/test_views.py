@@ -166,7 +166,7 @@ def test_a_samples_views_do_not_depend_on_how_the_batch_is_split_over_workers():
 def test_compiled_colour_operations_give_the_eager_views():
     # --compile fuses the colour chain with torch.compile; it must not change what is computed.
     f = _frames(4, 40, 72, seed=7)
-    groups = ((2, 24), (2, 12))
+    groups = ((2, 24),)   # one view size: each compiles ~6 kernels for ~4 s apiece on 2 cores
     eager = make_views(f, groups, view_generator(1, 3))
     fused = make_views(f, groups, view_generator(1, 3), compiled=True)
     for a, b in zip(eager, fused):
