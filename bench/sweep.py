@@ -17,17 +17,44 @@ from pathlib import Path
 from _common import save_json, table
 
 
+def phase_rows(tracking_uri: str, experiment: str) -> list[dict]:
+    """Each trial run of `experiment`: its name, status and time/<phase>_s."""
+    from sportray import tracking
+    from sportray.trial import PHASES
+
+    client = tracking.connect(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    phases = [f"time/{name}_s" for name, _a, _b in PHASES] + ["time/overhead_s"]
+    rows = []
+    for run in client.search_runs([exp.experiment_id]):
+        if run.data.tags.get("sportray.kind") != "trial":
+            continue
+        row = {"trial": run.info.run_name, "status": run.data.tags.get("sportray.status")}
+        times = {**tracking.run_record(client, run.info.run_id, "details.json"), **run.data.metrics}
+        row.update({k.removeprefix("time/"): times[k] for k in phases if k in times})
+        rows.append(row)
+    return rows
+
+
+def print_rows(rows: list[dict]) -> None:
+    from sportray.trial import PHASES
+
+    print(table(rows, ["trial", "status"] + [name + "_s" for name, _a, _b in PHASES] + ["overhead_s"]))
+
+
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tiny", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="CPU smoke test (tiny ViT)")
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--phases-of", nargs=2, metavar=("TRACKING_URI", "EXPERIMENT"),
+                    help="only print the phase table of an existing sweep's trials")
     args = ap.parse_args()
-    from mlflow.tracking import MlflowClient
+    if args.phases_of:
+        print_rows(phase_rows(*args.phases_of))
+        return
     from ray import tune
 
-    from sportray import tracking
     from sportray.sweep import Preset, SweepSpec, run_sweep
-    from sportray.trial import PHASES
 
     if args.tiny:
         pretrain = dict(model="vit_tiny_demo", views="2x32+2x16", batch_size=8, cpus_per_worker=0.45,
@@ -50,22 +77,12 @@ def main():
     summary = run_sweep(spec, "b", tracking_uri=uri, storage=str(work / "runs"),
                         data_overrides=dict(data_dir=str(work / "data")))
     wall = time.time() - t0
-
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("bench_sweep")
-    phases = [f"time/{name}_s" for name, _a, _b in PHASES] + ["time/overhead_s"]
-    rows = []
-    for run in client.search_runs([exp.experiment_id]):
-        if run.data.tags.get("sportray.kind") != "trial":
-            continue
-        row = {"trial": run.info.run_name, "status": run.data.tags.get("sportray.status")}
-        times = {**tracking.run_record(client, run.info.run_id, "details.json"), **run.data.metrics}
-        row.update({k.removeprefix("time/"): times[k] for k in phases if k in times})
-        rows.append(row)
+    rows = phase_rows(uri, "bench_sweep")
     save_json("sweep.json", {"summary": summary, "wall_s": wall, "rows": rows})
     print(f"\nSWEEP OVERHEAD  {'cpu tiny' if args.tiny else 'GPU ViT-S/16'}  {steps} steps/trial, "
           f"sweep wall {wall:.0f} s (data set-up included)")
-    print(table(rows, ["trial", "status"] + [k.removeprefix("time/") for k in phases]))
+    print_rows(rows)
+
 
 if __name__ == "__main__":
     main()
