@@ -312,7 +312,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     if recorded:
         return {"status": "failed", "reason": recorded}
     try:
-        _train_loop(config, entered)
+        _train_loop({**config, "entered": entered})
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         if not _is_out_of_memory(exc):
             raise
@@ -346,12 +346,13 @@ def _record_oom(config: dict, reason: str) -> None:
     os.replace(tmp, path)
 
 
-def _train_loop(config: dict, entered: float) -> None:
+def _train_loop(config: dict) -> None:
     """Restore, then step until cfg.steps (or a divergence): log and report every log_every steps,
-    checkpoint every checkpoint_every steps and at the end."""
+    checkpoint every checkpoint_every steps and at the end. config["entered"]: when the worker
+    entered train_loop_per_worker (time.time())."""
     run = _WorkerRun(config)
     run.restore()
-    run.clock.update({"worker_start": entered, "model_ready": time.time()})
+    run.clock.update({"worker_start": config["entered"], "model_ready": time.time()})
     cfg = run.cfg
     t_wait = time.perf_counter()
     for batch_epoch, batch_index, batch in run.batches():

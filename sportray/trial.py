@@ -184,7 +184,10 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
                        run_name=run_label, tracking_uri=tracking_uri, mlflow_run_id=run_id,
                        base_path=base_path, base_label=base_label, trial=tracking.run_name(key, cfg.seed), in_tune=in_tune)
     moments["fit_end"] = time.time()
-    moments.update({k.removeprefix("clock/"): v for k, v in res.metrics.items() if k.startswith("clock/")})
+    # rank 0's moments, unless they are an earlier attempt's (a resumed run that had already
+    # trained to the end reports nothing new: its metrics are the last checkpoint's)
+    moments.update({k.removeprefix("clock/"): v for k, v in res.metrics.items()
+                    if k.startswith("clock/") and v >= moments["fit_start"]})
     final = {"final_loss": res.metrics.get("train/loss", float("nan")),
              "final_rel_dist_init": res.metrics.get("train/rel_dist_init", float("nan")),
              "final_weight_norm": res.metrics.get("train/weight_norm", float("nan")),
