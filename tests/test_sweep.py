@@ -93,7 +93,9 @@ def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(tiny_synth
             assert metric in r.data.metrics, metric
         # where the rest of its time went, phase by phase (sportray.trial.PHASES)
         details = tracking.run_record(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), r.info.run_id, "details.json")
-        assert {"time/train_start_s", "time/probe_s", "time/log_s"} <= set(details), details
+        # (Train's start and the worker's phases are left out where rank 0's clock is an earlier
+        # attempt's: every trial here was restored by the resumed driver)
+        assert {"time/setup_s", "time/probe_s", "time/log_s"} <= set(details), details
         assert r.data.params["steps"] == "4" and r.data.params["arm"] == "scratch"
         assert r.data.params["views"] == "2x32+2x16"
         # its backbone as an MLflow model, logged once (the resumed sweep did not log it again)
