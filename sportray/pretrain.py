@@ -12,6 +12,7 @@ side (`run_pretrain`) is at the end. Ray is imported inside the functions that r
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import math
 import os
@@ -312,7 +313,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     if recorded:
         return {"status": "failed", "reason": recorded}
     try:
-        _train_loop({**config, "entered": entered})
+        probed = _train_loop({**config, "entered": entered})
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         if not _is_out_of_memory(exc):
             raise
@@ -321,7 +322,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
             return {"status": "failed", "reason": str(error)}
         _record_oom(config, str(error))
         raise error from None
-    return None
+    return probed
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -346,10 +347,11 @@ def _record_oom(config: dict, reason: str) -> None:
     os.replace(tmp, path)
 
 
-def _train_loop(config: dict) -> None:
+def _train_loop(config: dict) -> dict | None:
     """Restore, then step until cfg.steps (or a divergence): log and report every log_every steps,
     checkpoint every checkpoint_every steps and at the end. config["entered"]: when the worker
-    entered train_loop_per_worker (time.time())."""
+    entered train_loop_per_worker (time.time()). Returns rank 0's probe of the final backbone
+    (config["final_probe"]), when it ran one."""
     run = _WorkerRun(config)
     run.restore()
     run.clock.update({"worker_start": config["entered"], "model_ready": time.time()})
@@ -373,6 +375,7 @@ def _train_loop(config: dict) -> None:
         raise RuntimeError(f"the data stream of rank {run.rank} ended at step {run.step} of {cfg.steps}")
     if run.logger:
         run.logger.flush()
+    return run.probed
 
 
 class _WorkerRun:
@@ -419,6 +422,7 @@ class _WorkerRun:
         # wall-clock moments of this attempt (time.time()), reported as clock/<name>: the trial
         # splits its overhead with them (trial.overhead_times)
         self.clock: dict[str, float] = {}
+        self.probed: dict | None = None
 
     # --- restore
     def restore(self) -> None:
@@ -551,6 +555,22 @@ class _WorkerRun:
                     save_final_backbone(self.inner.backbone, self.cfg, self.step, self.status,
                                         Path(d) / BACKBONE_DIR, self.config)
             report_checkpoint(report, d if self.rank == 0 else None, self.config.get("storage", ""), self.step)
+            if self.rank == 0 and self.status != "running" and self.config.get("final_probe"):
+                self.probed = self._probe_final(Path(d) / BACKBONE_DIR)
+
+    def _probe_final(self, backbone_dir: Path) -> dict:
+        """Rank 0 probes the final backbone where it trained, once its checkpoint is safe: the
+        imports, CUDA context and GPU share are here already, which a probe task would start again
+        (~8-10 s a trial on an H200). A failure is returned, never raised: Train must not train
+        the run again for it (the trial falls back to a probe task)."""
+        start = time.time()
+        target, args = self.config["final_probe"]
+        module, name = target.split(":")
+        try:
+            out = getattr(importlib.import_module(module), name)(*args, str(backbone_dir))
+        except Exception as exc:
+            out = {"error": f"{type(exc).__name__}: {exc}"}
+        return {**out, "clock": {"checkpointed": start, "probe_end": time.time()}}
 
 
 def _stream_batches(iterator, per_epoch: int, epoch: int, batch_in_epoch: int):
@@ -603,15 +623,24 @@ class PretrainResult:
     metrics: dict
     reason: str = ""
     storage: str = ""
+    probed: dict | None = None   # rank 0's final_probe result
 
 
 def run_pretrain(cfg: PretrainConfig, dataset, *, storage_path: str, run_name: str,
                  tracking_uri: str = "", mlflow_run_id: str = "", base_path: str = "",
-                 base_label: str = "", trial: str = "", in_tune: bool = False) -> PretrainResult:
+                 base_label: str = "", trial: str = "", in_tune: bool = False,
+                 final_probe: tuple[str, tuple] | None = None) -> PretrainResult:
     """Fit one TorchTrainer on `dataset` (a Ray Dataset with a uint8 `frame` column).
 
     A stable `run_name` under `storage_path` means a re-run (a restored Tune trial) resumes
     from the run's latest checkpoint instead of starting over.
+
+    final_probe: ("module:function", args): rank 0 calls function(*args, backbone_dir) -> dict on
+    the final backbone after the last checkpoint, and its return value comes back as
+    PretrainResult.probed (none where the run did not train to its end in this fit, e.g. a resumed
+    run that had finished). A name, not the function: the controller and every worker unpickle the
+    loop's config before training, and the probe's modules (MLflow, matplotlib) cost ~3.5 s to
+    import on 2 cores (sportray.trial vs sportray.pretrain), which only rank 0 needs, after training.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -654,7 +683,7 @@ def run_pretrain(cfg: PretrainConfig, dataset, *, storage_path: str, run_name: s
         train_loop_config={"pretrain": asdict(cfg), "base_path": base_path,
                            "base_label": base_label or cfg.base, "tracking_uri": tracking_uri,
                            "mlflow_run_id": mlflow_run_id, "trial": trial,
-                           "batches_per_epoch": batches_per_epoch,
+                           "batches_per_epoch": batches_per_epoch, "final_probe": final_probe,
                            "storage": str(Path(storage_path) / run_name)},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
@@ -683,4 +712,5 @@ def run_pretrain(cfg: PretrainConfig, dataset, *, storage_path: str, run_name: s
     ckpt = result.checkpoint
     backbone_dir = str(Path(ckpt.path) / BACKBONE_DIR) if ckpt else ""
     return PretrainResult(metrics.get("status", "failed"), int(metrics.get("step", 0)), backbone_dir,
-                          metrics, reason=metrics.get("reason", ""), storage=str(run_dir))
+                          metrics, reason=metrics.get("reason", ""), storage=str(run_dir),
+                          probed=ended if isinstance(ended, dict) else None)

@@ -84,6 +84,26 @@ def probe_backbone(backbone_source: dict, sets: dict[str, str], probe: ProbeConf
     return metrics, [str(a) for a in artifacts]
 
 
+def probe_in_worker(sets: dict[str, str], probe: ProbeConfig, backbone_dir: str) -> dict:
+    """probe_backbone where the backbone trained (run_pretrain's final_probe, in rank 0's worker),
+    its files returned as bytes: the worker may be on another node than the trial."""
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics, artifacts = probe_backbone({"checkpoint": backbone_dir}, sets, probe, tmp)
+        return {"metrics": metrics, "files": {str(Path(a).relative_to(tmp)): Path(a).read_bytes()
+                                              for a in artifacts}}
+
+
+def _unpack_probe(probed: dict, out_dir: Path) -> tuple[dict, list[str]]:
+    """probe_in_worker's result as probe_backbone's: (metrics, artifact paths under out_dir)."""
+    paths = []
+    for name, data in probed["files"].items():
+        path = out_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        paths.append(str(path))
+    return probed["metrics"], paths
+
+
 def probe_record(artifacts: list[str]) -> dict:
     """The probe's probe_metrics.json among `artifacts` ({} when there was no probe): the
     intervals' units, the headline metric names and how the probe sets were made."""
@@ -104,6 +124,21 @@ def run_probe_task(backbone_source: dict, sets: dict[str, str], probe: ProbeConf
     task = ray.remote(num_cpus=0.5 if gpus == 0 else 1, num_gpus=gpus)(probe_backbone).options(
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
     return ray.get(task.remote(backbone_source, sets, probe, out_dir))
+
+
+def _probe_result(res, sets: dict[str, str], probe: ProbeConfig, cfg: PretrainConfig, out_dir: Path,
+                  trial_id: str) -> tuple[dict, list[str]]:
+    """The trial's probe: rank 0's, done in the training worker; else (a resumed run that had
+    finished, a worker probe that failed on a finished run) a probe task now."""
+    probed = res.probed or {}
+    if "metrics" in probed:
+        return _unpack_probe(probed, out_dir)
+    if "error" in probed:
+        if res.status == "diverged":
+            raise RuntimeError(probed["error"])
+        say(f"trial {trial_id}: the probe in the training worker failed ({probed['error']}); probing again in a task")
+    gpus = min(1.0, cfg.gpus_per_worker) if cfg.gpus_per_worker > 0 else 0.0
+    return run_probe_task({"checkpoint": res.backbone_dir}, sets, probe, str(out_dir), gpus=gpus, here_on_cpu=True)
 
 
 # ----------------------------------------------------------------------------- demo LoRA base
@@ -182,12 +217,15 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
     moments["fit_start"] = time.time()
     res = run_pretrain(cfg, read_store(store.path, data.max_frames, seed=cfg.seed), storage_path=str(Path(storage).resolve()),
                        run_name=run_label, tracking_uri=tracking_uri, mlflow_run_id=run_id,
-                       base_path=base_path, base_label=base_label, trial=tracking.run_name(key, cfg.seed), in_tune=in_tune)
+                       base_path=base_path, base_label=base_label, trial=tracking.run_name(key, cfg.seed), in_tune=in_tune,
+                       final_probe=("sportray.trial:probe_in_worker", (sets, probe)) if sets else None)
     moments["fit_end"] = time.time()
     # rank 0's moments, unless they are an earlier attempt's (a resumed run that had already
     # trained to the end reports nothing new: its metrics are the last checkpoint's)
-    moments.update({k.removeprefix("clock/"): v for k, v in res.metrics.items()
-                    if k.startswith("clock/") and v >= moments["fit_start"]})
+    worker_clock = {k.removeprefix("clock/"): v for k, v in res.metrics.items() if k.startswith("clock/")}
+    if "metrics" in (res.probed or {}):   # the probe ran in the worker (else it runs after the fit)
+        worker_clock.update(res.probed["clock"])
+    moments.update({k: v for k, v in worker_clock.items() if v >= moments["fit_start"]})
     final = {"final_loss": res.metrics.get("train/loss", float("nan")),
              "final_rel_dist_init": res.metrics.get("train/rel_dist_init", float("nan")),
              "final_weight_norm": res.metrics.get("train/weight_norm", float("nan")),
@@ -209,10 +247,8 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
             raise RuntimeError(f"trial {trial_id} failed in training: {res.reason}")
         artifacts += _curves(client, run_id, tmp, key, res)
         if do_probe and res.status in ("finished", "diverged") and res.backbone_dir:
-            gpus = min(1.0, cfg.gpus_per_worker) if cfg.gpus_per_worker > 0 else 0.0
             try:
-                metrics, probe_artifacts = run_probe_task({"checkpoint": res.backbone_dir}, sets, probe,
-                                                          str(Path(tmp) / "probe"), gpus=gpus, here_on_cpu=True)
+                metrics, probe_artifacts = _probe_result(res, sets, probe, cfg, Path(tmp) / "probe", trial_id)
                 final.update(metrics)
                 artifacts += probe_artifacts
             except Exception as exc:
@@ -220,7 +256,7 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
                     raise
                 # A diverged backbone may hold NaN weights: its probe failing is part of the finding.
                 say(f"trial {trial_id}: probe of the diverged backbone failed ({type(exc).__name__}: {exc})")
-            moments["probe_end"] = time.time()
+            moments.setdefault("probe_end", time.time())
         if res.status == "finished" and res.backbone_dir:
             # the backbone itself, loadable with mlflow.pyfunc.load_model (sportray/mlflow_model.py)
             tracking.log_backbone(client, run_id, res.backbone_dir,
@@ -235,22 +271,30 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
     return final
 
 
-# (phase, from, to): a trial's wall time in the order it passes, the worker's moments from rank 0
-PHASES = (("setup", "trial_start", "fit_start"),          # data stores and probe sets found
-          ("train_start", "fit_start", "worker_start"),    # Train controller, worker group, imports
-          ("model", "worker_start", "model_ready"),        # model built, checkpoint restored
-          ("first_batch", "model_ready", "first_batch"),   # Ray Data's stream started
-          ("steps", "first_batch", "last_step"),           # training (the first step's compile included)
-          ("train_end", "last_step", "fit_end"),           # final checkpoint, worker group shutdown
-          ("probe", "fit_end", "probe_end"),               # features, heads, bootstrap, panels
-          ("log", "probe_end", "logged"))                  # curves, the backbone as an MLflow model
+# (phase, it starts at the latest of these moments before its end, its end): a trial's wall time in
+# the order it passes; the worker's moments from rank 0. Rank 0 probes the final backbone after its
+# last checkpoint (checkpointed -> probe_end, then the group shuts down: train_end); where it did
+# not (a resumed run that had finished, a failed in-worker probe), the trial probes after the fit.
+PHASES = (("setup", ("trial_start",), "fit_start"),                # data stores and probe sets found
+          ("train_start", ("fit_start",), "worker_start"),         # Train controller, worker group, imports
+          ("model", ("worker_start",), "model_ready"),             # model built, checkpoint restored
+          ("first_batch", ("model_ready",), "first_batch"),        # Ray Data's stream started
+          ("steps", ("first_batch",), "last_step"),                # training (the first step's compile included)
+          ("final_checkpoint", ("last_step",), "checkpointed"),    # before rank 0's probe
+          ("probe", ("checkpointed", "fit_end"), "probe_end"),     # features, heads, bootstrap, panels
+          ("train_end", ("probe_end", "last_step"), "fit_end"),    # (final checkpoint,) worker group shutdown
+          ("log", ("fit_end", "probe_end"), "logged"))             # curves, the backbone as an MLflow model
 
 
 def overhead_times(moments: dict[str, float]) -> dict[str, float]:
     """A trial's wall time split into phases, as metrics time/<phase>_s, and time/overhead_s: all
     but the training steps, what a sweep pays per trial whatever its length. A phase whose
     moments are missing (a failed run, no probe) is left out."""
-    out = {f"time/{name}_s": moments[b] - moments[a] for name, a, b in PHASES if a in moments and b in moments}
+    out = {}
+    for name, starts, end in PHASES:
+        before = [moments[s] for s in starts if s in moments and end in moments and moments[s] <= moments[end]]
+        if before:
+            out[f"time/{name}_s"] = moments[end] - max(before)
     end = moments.get("logged", moments.get("fit_end"))
     if end is not None and "time/steps_s" in out:
         out["time/overhead_s"] = end - moments["trial_start"] - out["time/steps_s"]

@@ -78,23 +78,43 @@ def _train_procs() -> list:
 
 # The recipe of the Train runs below: 38 steps of batch 8 over the 96-frame store (12 batches an
 # epoch: step 38 is in the 4th), a checkpoint every 8 steps. Every run_pretrain pays a TorchTrainer
-# start (tens of seconds on 2 cores), so the uninterrupted seed-0 run is made once (`straight`) and
-# read by three tests: the killed run must end on it, the same seed again must equal it, and it
-# crossed three epoch boundaries with one reader.
+# start (tens of seconds on 2 cores), so the uninterrupted runs are made once and three at once
+# (`seeded_runs`; a start is mostly processes starting, which overlap): seed 0 (`straight`), seed 0
+# again, and seed 1. 0.5 CPU a worker leaves room for the store's read tasks (0.25 CPU each).
+# The killed run must end on `straight`, the same seed again must equal it, and it crossed three
+# epoch boundaries with one reader.
 RECIPE = PretrainConfig(steps=38, views="2x32+2x16", batch_size=8, warmup_steps=2, log_every=2,
-                        checkpoint_every=8, cpus_per_worker=0.8, proj_dim=16, sigreg_directions=16,
+                        checkpoint_every=8, cpus_per_worker=0.5, proj_dim=16, sigreg_directions=16,
                         max_failures=2)
 
 
 @pytest.fixture(scope="module")
-def straight(store, tmp_path_factory):
-    """RECIPE with seed 0 on the store read in seed 0's order, never interrupted."""
+def seeded_runs(store, tmp_path_factory) -> dict:
+    """RECIPE never interrupted, on the store read in its seed's order: {"straight": seed 0,
+    "again": seed 0, "other": seed 1}."""
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
     from sportray.data.frames import read_store
 
-    res = run_pretrain(RECIPE, read_store(store, seed=0), storage_path=str(tmp_path_factory.mktemp("straight")),
-                       run_name="straight")
-    assert res.status == "finished", res.reason
-    return res
+    storage = tmp_path_factory.mktemp("seeded")
+
+    def train(name: str, seed: int):
+        return run_pretrain(dataclasses.replace(RECIPE, seed=seed), read_store(store, seed=seed),
+                            storage_path=str(storage), run_name=name)
+
+    with ThreadPoolExecutor(3) as pool:
+        futures = {name: pool.submit(train, name, seed) for name, seed in
+                   (("straight", 0), ("again", 0), ("other", 1))}
+    runs = {name: f.result() for name, f in futures.items()}
+    for name, res in runs.items():
+        assert res.status == "finished", (name, res.reason)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def straight(seeded_runs):
+    return seeded_runs["straight"]
 
 
 @pytest.mark.slow
@@ -152,31 +172,15 @@ def _max_weight_diff(dir_a: str, dir_b: str) -> float:
 
 
 @pytest.mark.slow
-def test_the_same_seed_trains_the_same_model_and_another_seed_does_not(store, straight, tmp_path):
+def test_the_same_seed_trains_the_same_model_and_another_seed_does_not(seeded_runs):
     """A seed means one run: data order (the store read in a seeded file order, kept in order by
     Ray Data), init, views and SIGReg directions all follow it, across epoch boundaries."""
-    import dataclasses
-
-    from sportray.data.frames import read_store
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    def train(name: str, seed: int):
-        c = dataclasses.replace(RECIPE, seed=seed)
-        return run_pretrain(c, read_store(store, seed=seed), storage_path=str(tmp_path), run_name=name)
-
-    # the two runs at once (1.6 of the session's 2 CPUs): each TorchTrainer's start is mostly
-    # processes starting, which overlap
-    with ThreadPoolExecutor(2) as pool:
-        futures = {name: pool.submit(train, name, seed) for name, seed in (("again", 0), ("other", 1))}
-    runs = {"first": straight, **{name: f.result() for name, f in futures.items()}}
-    for name in ("again", "other"):
-        assert runs[name].status == "finished", runs[name].reason
+    runs = seeded_runs
     loss = {k: r.metrics["train/loss"] for k, r in runs.items()}
-    assert loss["again"] == loss["first"], loss
-    assert _max_weight_diff(runs["first"].backbone_dir, runs["again"].backbone_dir) == 0.0
-    assert loss["other"] != loss["first"]
-    assert _max_weight_diff(runs["first"].backbone_dir, runs["other"].backbone_dir) > 1e-3
+    assert loss["again"] == loss["straight"], loss
+    assert _max_weight_diff(runs["straight"].backbone_dir, runs["again"].backbone_dir) == 0.0
+    assert loss["other"] != loss["straight"]
+    assert _max_weight_diff(runs["straight"].backbone_dir, runs["other"].backbone_dir) > 1e-3
 
 
 @pytest.mark.slow
@@ -207,15 +211,21 @@ def test_two_gloo_workers_train_the_same_model_as_one_worker_with_their_combined
     rng = np.random.default_rng(3)
     low = rng.integers(0, 255, (14, 25, 3), dtype=np.uint8)
     img = np.repeat(np.repeat(low, 16, axis=0), 16, axis=1)[:fr.FRAME_H, :fr.FRAME_W]
-    dataset = ray.data.from_items([{"frame": img} for _ in range(64)])
     base = dict(steps=3, views="2x32+2x16", warmup_steps=1, lr=1e-3, log_every=1, checkpoint_every=3,
                 cpus_per_worker=0.45, proj_dim=16, sigreg_directions=16, max_failures=0, clip=0.0)
-    results = {}
-    for workers, batch in ((1, 8), (2, 4)):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def train(workers: int, batch: int):
         cfg = PretrainConfig(workers=workers, batch_size=batch, **base)
+        dataset = ray.data.from_items([{"frame": img} for _ in range(64)])
         res = run_pretrain(cfg, dataset, storage_path=str(tmp_path), run_name=f"w{workers}")
         assert res.status == "finished", res.reason
-        results[workers] = (res, load_checkpoint(res.backbone_dir)[0].state_dict())
+        return res, load_checkpoint(res.backbone_dir)[0].state_dict()
+
+    # both runs at once: 3 workers of 0.45 CPU fit the session's 2
+    with ThreadPoolExecutor(2) as pool:
+        futures = {workers: pool.submit(train, workers, batch) for workers, batch in ((1, 8), (2, 4))}
+    results = {workers: f.result() for workers, f in futures.items()}
     one, two = results[1][0].metrics, results[2][0].metrics
     assert math.isclose(one["train/sigreg"], two["train/sigreg"], rel_tol=1e-4), (one, two)
     # Weights: compare the updates (final - init). Adam turns float round-off in a near-zero

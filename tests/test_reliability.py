@@ -132,12 +132,16 @@ def small_disk(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_resume_continues(store, small_disk):
+def test_a_full_disk_keeps_the_previous_checkpoint_fails_the_run_naming_it_and_resume_continues(store, small_disk):
+    """A checkpoint written onto a full disk (ENOSPC mid-write, for real, from the kernel): the write
+    itself, then the production path (run_pretrain's checkpoint, reported to Ray Train and persisted
+    by it into storage on a filesystem that fills up mid-run). One run serves both (a Train start
+    is tens of seconds on 2 cores)."""
     from sportray.data.frames import read_store
 
     cfg = PretrainConfig(steps=4, views="2x32", batch_size=8, warmup_steps=1, log_every=2, checkpoint_every=2,
                          cpus_per_worker=0.8, proj_dim=16, sigreg_directions=16, max_failures=0)
-    first = run_pretrain(cfg, read_store(store), storage_path=str(small_disk), run_name="full")
+    first = run_pretrain(cfg, read_store(store), storage_path=str(small_disk), run_name="fills")
     assert first.status == "finished" and first.steps == 4, first.reason
     latest = Path(first.backbone_dir).parent  # the run's latest checkpoint, as Ray registered it
     target = latest / STATE_FILE
@@ -145,9 +149,9 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_resum
     assert before["step"] == 4
     size = target.stat().st_size
 
-    # The next checkpoint of this run is written where the disk has room for half of it: ENOSPC
-    # mid-write, for real, from the kernel.
+    # 1. The next state written where the disk has room for half of it.
     newer = {**before, "step": 6, "model": {k: v + 1 for k, v in before["model"].items()}}
+    longer = dataclasses.replace(cfg, steps=6)
     with full_disk(small_disk, keep_free=size // 2):
         with pytest.raises(CheckpointWriteError) as caught:
             write_state(newer, latest)
@@ -158,39 +162,16 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_resum
         kept = torch.load(target, weights_only=True)  # still loads, safely, while the disk is full
         assert kept["step"] == 4
         assert all(torch.equal(kept["model"][k], before["model"][k]) for k in before["model"])
-    print(f"full disk message: {message}")
+        print(f"full disk message: {message}")
 
-    # Space freed: the same run, asked for 2 more steps, resumes from that checkpoint.
-    resumed = run_pretrain(dataclasses.replace(cfg, steps=6), read_store(store), storage_path=str(small_disk),
-                           run_name="full")
-    assert resumed.status == "finished", resumed.reason
-    assert resumed.metrics["resumed_from"] == 4 and resumed.steps == 6
-
-
-@pytest.mark.slow
-def test_a_run_whose_disk_fills_fails_naming_it_keeps_its_checkpoint_and_resumes_when_space_is_back(
-        store, small_disk):
-    """The production path: run_pretrain's own checkpoint, reported to Ray Train and persisted by it
-    into storage on a filesystem that fills up mid-run."""
-    from sportray.data.frames import read_store
-
-    cfg = PretrainConfig(steps=4, views="2x32", batch_size=8, warmup_steps=1, log_every=2, checkpoint_every=2,
-                         cpus_per_worker=0.8, proj_dim=16, sigreg_directions=16, max_failures=0)
-    first = run_pretrain(cfg, read_store(store), storage_path=str(small_disk), run_name="fills")
-    assert first.status == "finished" and first.steps == 4, first.reason
-    kept = Path(first.backbone_dir).parent / STATE_FILE
-    size = kept.stat().st_size
-
-    # Asked for 2 more steps while the disk has room for half a checkpoint: the step-6 checkpoint
-    # cannot be written.
-    longer = dataclasses.replace(cfg, steps=6)
-    with full_disk(small_disk, keep_free=size // 2):
+        # 2. The run asked for 2 more steps: its step-6 checkpoint cannot be written.
         full = run_pretrain(longer, read_store(store), storage_path=str(small_disk), run_name="fills")
         assert full.status == "failed", full
         assert "disk is full" in full.reason or "No space left" in full.reason, full.reason
         assert str(small_disk) in full.reason, full.reason
-        assert torch.load(kept, weights_only=True)["step"] == 4   # the last good checkpoint is intact
+        assert torch.load(target, weights_only=True)["step"] == 4   # the last good checkpoint is intact
 
+    # Space freed: the same run resumes from that checkpoint.
     resumed = run_pretrain(longer, read_store(store), storage_path=str(small_disk), run_name="fills")
     assert resumed.status == "finished", resumed.reason
     assert resumed.metrics["resumed_from"] == 4 and resumed.steps == 6

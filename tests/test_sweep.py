@@ -36,8 +36,8 @@ def runs_of(work: Path, kind: str) -> list:
 
 
 @pytest.mark.slow
-def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(tiny_synthetic, sweep_data_dir, tmp_path,
-                                                                     mlflow_db_at):
+def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(ray_session, tiny_synthetic, sweep_data_dir,
+                                                                     tmp_path, mlflow_db_at, capfd):
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
     # The MLflow schema first: the test polls the store while the sweep writes it, and two
     # processes migrating one new sqlite file race ("duplicate column name").
@@ -110,14 +110,18 @@ def test_sweep_lands_in_mlflow_and_resumes_after_the_driver_is_killed(tiny_synth
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"scorecard.md", "scorecard.csv"} <= artifacts
 
-    # A logged trial runs again from its MLflow run alone (config, store, seed) to the same numbers.
+    # A logged trial runs again from its MLflow run alone (config, store, seed) to the same numbers:
+    # `sportray pretrain --rerun`, here in this process on the session's Ray (a second process
+    # would pay Ray's and torch's start again).
+    from sportray import cli
+
     original = trials[0]
-    rerun = subprocess.run([sys.executable, "-m", "sportray.cli", "pretrain", "--rerun", original.info.run_id,
-                            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--experiment", "reruns",
-                            "--storage", str(tmp_path / "rerun-runs")],
-                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"re-run of {original.info.run_id}" in rerun.stderr
+    capfd.readouterr()
+    rc = cli.main(["pretrain", "--rerun", original.info.run_id, "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+                   "--experiment", "reruns", "--storage", str(tmp_path / "rerun-runs")])
+    said = capfd.readouterr().err
+    assert rc == 0, said[-3000:]
+    assert f"re-run of {original.info.run_id}" in said
     [again] = client.search_runs([client.get_experiment_by_name("reruns").experiment_id])
     for metric in ("final_loss", "valid/basketball_iou", "test/basketball_iou", "test/soccer_bal_acc"):
         assert abs(again.data.metrics[metric] - original.data.metrics[metric]) <= 1e-6, metric
@@ -186,20 +190,32 @@ def test_asha_stops_the_worse_loss_early_and_lets_the_better_trial_reach_its_pro
 
 def test_a_trials_wall_time_splits_into_phases_that_add_up_to_it():
     """Each trial logs where its time went (time/<phase>_s) and time/overhead_s, all but the
-    training steps; a run that stopped before the probe has no probe phase, and its overhead ends
-    where it ended."""
+    training steps, whether rank 0 probed in its worker (before the group shut down) or the trial
+    probed after the fit; a run that stopped before the probe has no probe phase, and its
+    overhead ends where it ended."""
     from sportray.trial import PHASES, overhead_times
 
-    moments = dict(trial_start=100.0, fit_start=102.0, worker_start=110.0, model_ready=112.0,
-                   first_batch=115.0, last_step=145.0, fit_end=150.0, probe_end=155.0, logged=157.0)
-    t = overhead_times(moments)
-    assert set(t) == {f"time/{name}_s" for name, _a, _b in PHASES} | {"time/overhead_s"}
-    assert t["time/train_start_s"] == 8.0 and t["time/steps_s"] == 30.0 and t["time/probe_s"] == 5.0
+    names = {f"time/{name}_s" for name, _starts, _end in PHASES}
+    in_worker = dict(trial_start=100.0, fit_start=102.0, worker_start=110.0, model_ready=112.0,
+                     first_batch=115.0, last_step=145.0, checkpointed=146.0, probe_end=151.0,
+                     fit_end=153.0, logged=157.0)
+    t = overhead_times(in_worker)
+    assert set(t) == names | {"time/overhead_s"}
+    assert t["time/train_start_s"] == 8.0 and t["time/steps_s"] == 30.0
+    assert t["time/final_checkpoint_s"] == 1.0 and t["time/probe_s"] == 5.0 and t["time/train_end_s"] == 2.0
     assert sum(v for k, v in t.items() if k != "time/overhead_s") == 57.0       # the phases tile the trial
     assert t["time/overhead_s"] == 27.0
-    failed = overhead_times({k: v for k, v in moments.items() if k not in ("probe_end", "logged")})
+
+    after_fit = {k: v for k, v in in_worker.items() if k not in ("checkpointed", "probe_end")}
+    after_fit["probe_end"] = 155.0
+    t = overhead_times(after_fit)
+    assert set(t) == names - {"time/final_checkpoint_s"} | {"time/overhead_s"}
+    assert t["time/train_end_s"] == 8.0 and t["time/probe_s"] == 2.0 and t["time/log_s"] == 2.0
+    assert sum(v for k, v in t.items() if k != "time/overhead_s") == 57.0
+
+    failed = overhead_times({k: v for k, v in after_fit.items() if k not in ("probe_end", "logged")})
     assert "time/probe_s" not in failed and "time/log_s" not in failed
-    assert failed["time/overhead_s"] == 20.0
+    assert failed["time/overhead_s"] == 23.0
 
 
 def test_best_recipe_is_chosen_on_validation_and_names_that_split():
