@@ -561,7 +561,7 @@ class _WorkerRun:
     def _probe_final(self, backbone_dir: Path) -> dict:
         """Rank 0 probes the final backbone where it trained, once its checkpoint is safe: the
         imports, CUDA context and GPU share are here already, which a probe task would start again
-        (~8-10 s a trial on an H200). A failure is returned, never raised: Train must not train
+        (BENCHMARKS.md, "Per-trial phases"). A failure is returned, never raised: Train must not train
         the run again for it (the trial falls back to a probe task)."""
         start = time.time()
         target, args = self.config["final_probe"]

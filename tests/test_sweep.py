@@ -164,6 +164,10 @@ def test_asha_stops_the_worse_loss_early_and_lets_the_better_trial_reach_its_pro
     # the better trial ran all its steps and its probe (ASHA does not stop trials at the last step)
     assert good.data.tags["sportray.status"] == "finished"
     assert good.data.metrics["steps_done"] == 16 and "test/basketball_iou" in good.data.metrics
+    # ... probed by rank 0 in its training worker, after the final checkpoint (the moment it
+    # probed from exists only there)
+    details = tracking.run_record(client, good.info.run_id, "details.json")
+    assert {"time/final_checkpoint_s", "time/probe_s", "time/train_end_s"} <= set(details), details
     # the worse one was stopped at the first rung, says so, and kept its curve up to there
     assert bad.data.tags["sportray.status"] == "stopped", bad.data.tags
     assert bad.info.status == "KILLED"
