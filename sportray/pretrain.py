@@ -20,7 +20,7 @@ import statistics
 import tempfile
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -623,7 +623,7 @@ class PretrainResult:
     metrics: dict
     reason: str = ""
     storage: str = ""
-    probed: dict | None = None   # rank 0's final_probe result
+    probed: dict = field(default_factory=dict)   # rank 0's final_probe result; {} when none ran
 
 
 def run_pretrain(cfg: PretrainConfig, dataset, *, storage_path: str, run_name: str,
@@ -637,7 +637,7 @@ def run_pretrain(cfg: PretrainConfig, dataset, *, storage_path: str, run_name: s
 
     final_probe: ("module:function", args): rank 0 calls function(*args, backbone_dir) -> dict on
     the final backbone after the last checkpoint, and its return value comes back as
-    PretrainResult.probed (none where the run did not train to its end in this fit, e.g. a resumed
+    PretrainResult.probed ({} where the run did not train to its end in this fit, e.g. a resumed
     run that had finished). A name, not the function: the controller and every worker unpickle the
     loop's config before training, and the probe's modules (MLflow, matplotlib) cost ~3.5 s to
     import on 2 cores (sportray.trial vs sportray.pretrain), which only rank 0 needs, after training.
@@ -713,4 +713,4 @@ def run_pretrain(cfg: PretrainConfig, dataset, *, storage_path: str, run_name: s
     backbone_dir = str(Path(ckpt.path) / BACKBONE_DIR) if ckpt else ""
     return PretrainResult(metrics.get("status", "failed"), int(metrics.get("step", 0)), backbone_dir,
                           metrics, reason=metrics.get("reason", ""), storage=str(run_dir),
-                          probed=ended if isinstance(ended, dict) else None)
+                          probed=ended if isinstance(ended, dict) else {})

@@ -130,13 +130,12 @@ def _probe_result(res, sets: dict[str, str], probe: ProbeConfig, cfg: PretrainCo
                   trial_id: str) -> tuple[dict, list[str]]:
     """The trial's probe: rank 0's, done in the training worker; else (a resumed run that had
     finished, a worker probe that failed on a finished run) a probe task now."""
-    probed = res.probed or {}
-    if "metrics" in probed:
-        return _unpack_probe(probed, out_dir)
-    if "error" in probed:
+    if "metrics" in res.probed:
+        return _unpack_probe(res.probed, out_dir)
+    if "error" in res.probed:
         if res.status == "diverged":
-            raise RuntimeError(probed["error"])
-        say(f"trial {trial_id}: the probe in the training worker failed ({probed['error']}); probing again in a task")
+            raise RuntimeError(res.probed["error"])
+        say(f"trial {trial_id}: the probe in the training worker failed ({res.probed['error']}); probing again in a task")
     gpus = min(1.0, cfg.gpus_per_worker) if cfg.gpus_per_worker > 0 else 0.0
     return run_probe_task({"checkpoint": res.backbone_dir}, sets, probe, str(out_dir), gpus=gpus, here_on_cpu=True)
 
@@ -223,7 +222,7 @@ def _pretrain_and_probe(cfg, data, probe, client, run_id, key, trial_id, trackin
     # rank 0's moments, unless they are an earlier attempt's (a resumed run that had already
     # trained to the end reports nothing new: its metrics are the last checkpoint's)
     worker_clock = {k.removeprefix("clock/"): v for k, v in res.metrics.items() if k.startswith("clock/")}
-    if "metrics" in (res.probed or {}):   # the probe ran in the worker (else it runs after the fit)
+    if "metrics" in res.probed:   # the probe ran in the worker (else it runs after the fit)
         worker_clock.update(res.probed["clock"])
     moments.update({k: v for k, v in worker_clock.items() if v >= moments["fit_start"]})
     final = {"final_loss": res.metrics.get("train/loss", float("nan")),
